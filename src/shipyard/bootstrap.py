@@ -1,0 +1,121 @@
+"""The composition root: builds every service once from ``Settings``, and first-start setup.
+
+``shipyard up`` calls ``prepare_home`` then ``build_platform``; tests and offline CLI commands
+(``shipyard audit verify --home``) build the same objects, so there is one wiring.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from shipyard import __version__
+from shipyard.config import Settings
+from shipyard.db.engine import Database
+from shipyard.db.migrate import upgrade
+from shipyard.kit.files import ensure_private_dir, write_private
+from shipyard.kit.ratelimit import SlidingWindow
+from shipyard.security import schemas
+from shipyard.security.audit import AuditService
+from shipyard.security.keyring import MasterKey, SigningKey
+from shipyard.security.permissions import Role
+from shipyard.security.principal import Principal
+from shipyard.security.rotation import Rewrapper
+from shipyard.security.service import IdentityService
+from shipyard.security.tokens import AccessTokens
+from shipyard.storage.backends import make_blob_store
+from shipyard.storage.datakeys import DataKeys
+from shipyard.storage.service import ArtifactService
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    db: Database
+    master_key: MasterKey
+    signing_key: SigningKey
+    identity: IdentityService
+    audit: AuditService
+    artifacts: ArtifactService
+    rewrappers: list[tuple[str, Rewrapper]]
+    extras: dict[str, Any]
+
+    @property
+    def version(self) -> str:
+        return __version__
+
+
+def build_platform(settings: Settings, *, migrate: bool = True) -> Platform:
+    ensure_private_dir(settings.home)
+    db = Database(settings.resolved_db_url)
+    if migrate:
+        upgrade(db.engine)
+    master_key = MasterKey(settings.master_key_path, settings.master_key)
+    signing_key = SigningKey(settings.audit_key_path)
+    identity = IdentityService(
+        master_key=master_key,
+        access_tokens=AccessTokens(
+            lambda: master_key.derive("access-tokens"), settings.access_token_ttl_s
+        ),
+        refresh_ttl_s=settings.refresh_token_ttl_s,
+        default_key_ttl_days=settings.api_key_default_ttl_days,
+        login_throttle=SlidingWindow(settings.login_attempts_per_window, settings.login_window_s),
+    )
+    audit = AuditService(signing_key, settings.audit_digest_every)
+    blobs = make_blob_store(settings.resolved_store_url, s3_endpoint_url=settings.s3_endpoint_url)
+    artifacts = ArtifactService(
+        blobs=blobs,
+        data_keys=DataKeys(master_key),
+        presign_secret=lambda: master_key.derive("presigned-urls"),
+        max_upload_bytes=settings.max_upload_bytes,
+    )
+    rewrappers: list[tuple[str, Rewrapper]] = [
+        ("data_keys", artifacts.data_keys.rewrap_all),
+        ("api_key_secrets", identity.reseal_api_key_secrets),
+    ]
+    extras: dict[str, Any] = {
+        "readiness": {"store": blobs.ping},
+        "store_description": blobs.describe(),
+    }
+    return Platform(
+        settings, db, master_key, signing_key, identity, audit, artifacts, rewrappers, extras
+    )
+
+
+def ensure_admin(platform: Platform) -> dict[str, str] | None:
+    """Create user ``admin`` and an admin API key on first start; write them once, 0600.
+
+    Returns the credentials when they were created now, else None (later starts reuse them).
+    """
+    settings = platform.settings
+    with platform.db.transaction() as s:
+        if platform.identity.list_users(s):
+            return None
+        password = secrets.token_urlsafe(18)
+        user = platform.identity.create_user(
+            s, schemas.UserCreate(username="admin", password=password, is_admin=True)
+        )
+        key = _admin_key(s, platform, user.id)
+    creds = {
+        "url": settings.api_url,
+        "gateway_url": settings.gateway_url,
+        "username": "admin",
+        "password": password,
+        "api_key": key,
+    }
+    write_private(settings.credentials_path, json.dumps(creds, indent=2).encode())
+    return creds
+
+
+def _admin_key(s: Session, platform: Platform, user_id: str) -> str:
+    admin = Principal(user_id=user_id, username="admin", is_admin=True)
+    created = platform.identity.create_api_key(
+        s,
+        admin,
+        schemas.ApiKeyCreate(name="admin (bootstrap)", role=Role.ADMIN, expires_in_days=3650),
+    )
+    return created.token

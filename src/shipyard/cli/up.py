@@ -1,0 +1,48 @@
+"""``shipyard up``: start the platform on the embedded defaults (or the configured engines)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True, soft_wrap=True)
+
+
+def up(
+    home: Annotated[
+        Path | None, typer.Option(help="Where state lives (default $SHIPYARD_HOME or ~/.shipyard)")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="API port")] = 8080,
+    gateway_port: Annotated[
+        int | None, typer.Option(help="Gateway port (default: API port + 1)")
+    ] = None,
+) -> None:
+    """Start the platform: migrate the DB, create the admin on first start, serve."""
+    from shipyard.config import Settings
+    from shipyard.server import prepare, serve
+
+    overrides: dict[str, object] = {"host": host, "port": port}
+    if home is not None:
+        overrides["home"] = home.expanduser().resolve()
+    if gateway_port is not None:
+        overrides["gateway_port"] = gateway_port
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    platform, created = prepare(settings)
+    _banner(settings.api_url, settings.credentials_path, created is not None, platform)
+    serve(platform)
+
+
+def _banner(url: str, creds: Path, first_start: bool, platform: object) -> None:
+    console.print(f"[bold green]Shipyard[/] is up at [bold]{url}[/]  (API docs: {url}/api/v1/docs)")
+    state = "created now" if first_start else "from the first start"
+    console.print(f"Admin credentials ({state}): [bold]{creds}[/]")
+    console.print(f"Log in with: shipyard login --url {url} --username admin")
+    console.print("Press Ctrl-C to stop.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("up")(up)

@@ -1,0 +1,73 @@
+"""Settings, read from the environment (``SHIPYARD_*``) and from ``shipyard up`` options.
+
+Everything that differs between a laptop and a cluster lives here, so that the same code
+runs on SQLite + a local directory and on PostgreSQL + S3 with nothing but environment
+variables changed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_home() -> Path:
+    return Path.home() / ".shipyard"
+
+
+class Settings(BaseSettings):
+    """Process-wide settings; one instance is built at start and passed down explicitly."""
+
+    model_config = SettingsConfigDict(env_prefix="SHIPYARD_", extra="ignore")
+
+    home: Path = Field(default_factory=default_home)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    gateway_port: int | None = None
+    db_url: str | None = None
+    store_url: str | None = None
+    s3_endpoint_url: str | None = None
+    master_key: str | None = None  # base64; overrides the key file (for multi-host setups)
+
+    access_token_ttl_s: int = 3600
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    api_key_default_ttl_days: int = 90
+    login_attempts_per_window: int = 10
+    login_window_s: int = 300
+    audit_digest_every: int = 100
+    max_upload_bytes: int = 50 * 1024**3
+    log_level: str = "info"
+
+    @property
+    def resolved_db_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.home / 'shipyard.db'}"
+
+    @property
+    def resolved_store_url(self) -> str:
+        return self.store_url or str(self.home / "store")
+
+    @property
+    def resolved_gateway_port(self) -> int:
+        return self.gateway_port or self.port + 1
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.host}:{self.resolved_gateway_port}"
+
+    @property
+    def master_key_path(self) -> Path:
+        return self.home / "master.key"
+
+    @property
+    def audit_key_path(self) -> Path:
+        return self.home / "audit-signing.key"
+
+    @property
+    def credentials_path(self) -> Path:
+        return self.home / "admin-credentials.json"

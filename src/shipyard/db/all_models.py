@@ -1,0 +1,7 @@
+"""Imports every domain's tables so ``Base.metadata`` is complete (Alembic, tests)."""
+
+from shipyard.db.base import Base
+from shipyard.security import models as security_models
+from shipyard.storage import models as storage_models
+
+__all__ = ["Base", "security_models", "storage_models"]

@@ -1,0 +1,80 @@
+"""Roles and the permissions they grant (DESIGN §5). The default is deny.
+
+Every route declares one ``Permission`` and a scope (platform, team or project); the policy
+check is ``permission in ROLE_PERMISSIONS[role]`` for the caller's role in that scope. Later
+domains add permissions here and give them to roles in one place.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    LEAD = "lead"
+    ENGINEER = "engineer"
+    SCIENTIST = "scientist"
+    VIEWER = "viewer"
+    INVOKER = "invoker"
+
+
+class Permission(StrEnum):
+    PLATFORM_ADMIN = "platform:admin"  # users, master key, everything (global admins only)
+    TEAM_READ = "team:read"
+    TEAM_MANAGE = "team:manage"  # members, tag policy, quotas
+    PROJECT_READ = "project:read"
+    PROJECT_CREATE = "project:create"
+    ARTIFACT_READ = "artifact:read"
+    ARTIFACT_WRITE = "artifact:write"
+    ARTIFACT_DELETE = "artifact:delete"
+    AUDIT_READ = "audit:read"
+    KEY_MANAGE = "key:manage"  # create/revoke one's own API keys within one's role
+    ENDPOINT_INVOKE = "endpoint:invoke"
+
+
+_VIEWER = {
+    Permission.TEAM_READ,
+    Permission.PROJECT_READ,
+    Permission.ARTIFACT_READ,
+    Permission.KEY_MANAGE,
+}
+_BUILDER = _VIEWER | {
+    Permission.ARTIFACT_WRITE,
+    Permission.ARTIFACT_DELETE,
+    Permission.ENDPOINT_INVOKE,
+}
+_LEAD = _BUILDER | {Permission.PROJECT_CREATE, Permission.TEAM_MANAGE, Permission.AUDIT_READ}
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.INVOKER: frozenset({Permission.ENDPOINT_INVOKE}),
+    Role.VIEWER: frozenset(_VIEWER),
+    Role.SCIENTIST: frozenset(_BUILDER),
+    Role.ENGINEER: frozenset(_BUILDER),
+    Role.LEAD: frozenset(_LEAD),
+    Role.ADMIN: frozenset(set(Permission) - {Permission.PLATFORM_ADMIN}),
+}
+
+
+def grants(role: Role, permission: Permission) -> bool:
+    return permission in ROLE_PERMISSIONS[role]
+
+
+# Which roles a holder may hand on (memberships, API keys). Explicit, because permission sets
+# alone do not rank roles: today ``lead`` holds every permission ``admin`` does, which made
+# ``admin`` look "within" ``lead`` and let a lead grant admin.
+_DELEGABLE: dict[Role, frozenset[Role]] = {
+    Role.ADMIN: frozenset(Role),
+    Role.LEAD: frozenset(Role) - {Role.ADMIN},
+    Role.ENGINEER: frozenset({Role.ENGINEER, Role.VIEWER, Role.INVOKER}),
+    Role.SCIENTIST: frozenset({Role.SCIENTIST, Role.VIEWER, Role.INVOKER}),
+    Role.VIEWER: frozenset({Role.VIEWER}),
+    Role.INVOKER: frozenset({Role.INVOKER}),
+}
+
+
+def role_within(candidate: Role, holder: Role) -> bool:
+    """True when ``holder`` may delegate ``candidate``: ranked no higher, granting no more."""
+    return (
+        candidate in _DELEGABLE[holder] and ROLE_PERMISSIONS[candidate] <= ROLE_PERMISSIONS[holder]
+    )

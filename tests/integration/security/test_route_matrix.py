@@ -1,0 +1,274 @@
+"""Every route of the live OpenAPI schema, called by every role: the default is deny.
+
+``ROUTES`` below is the policy, written down once: (method, path template) -> the roles that
+may call it. A route in the schema without a row fails (no route ships unguarded), and so does
+a row whose route left the schema (a stale table). Each route is then called for real by each
+column -- the bootstrap admin key ("platform"), an API key per team role of the shared tenant,
+and no credentials ("anonymous") -- with its path filled from the tenant and a small valid body:
+allowed callers must succeed (2xx), anonymous callers get 401 and other denied callers 403 or
+404, always with the documented error shape.
+
+Calls that mutate act on throwaway objects (a spare member, keys made for the occasion, a
+separate artifact path), never on the keys the matrix itself uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.conftest import Tenant, unique
+from tests.support.servers import RunningServer
+
+from shipyard.api.app import create_app
+from shipyard.bootstrap import build_platform
+from shipyard.config import Settings
+
+COLUMNS = ("platform", "admin", "lead", "engineer", "scientist", "viewer", "invoker", "anonymous")
+PUBLIC = frozenset(COLUMNS)
+AUTHENTICATED = PUBLIC - {"anonymous"}
+READERS = frozenset({"platform", "admin", "lead", "engineer", "scientist", "viewer"})
+BUILDERS = READERS - {"viewer"}
+MANAGERS = frozenset({"platform", "admin", "lead"})
+PLATFORM = frozenset({"platform"})
+
+V1 = "/api/v1"
+PROJECT = V1 + "/projects/{team}/{project}"
+PASSWORD = "matrix-login-password"
+
+
+@dataclass
+class Call:
+    """What one column sends: path parameters over the defaults, and a body."""
+
+    params: dict[str, str] = field(default_factory=dict)
+    json: Any = None
+    content: bytes | None = None
+
+
+class Matrix:
+    """One client per column, and the throwaway objects the mutating rows act on."""
+
+    def __init__(self, server: RunningServer, tenant: Tenant) -> None:
+        self.server, self.tenant = server, tenant
+        tokens = {"platform": server.admin_key, "anonymous": None} | tenant.keys
+        self.clients = {col: server.client(tokens[col]) for col in COLUMNS}
+        self.admin = self.clients["platform"]
+        self.login_user = self._user("mx-login-")
+        self.spare_user = self._user("mx-spare-")
+        self._ok(self.admin.put(self._artifact("m/x.bin"), content=b"matrix"))
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
+
+    def defaults(self) -> dict[str, str]:
+        return {
+            "team": self.tenant.team,
+            "project": self.tenant.project,
+            "path": "m/x.bin",
+            "key_id": "SHKNOSUCHKEY0000000",
+            "username": self.spare_user,
+        }
+
+    def _user(self, prefix: str) -> str:
+        name = unique(prefix)
+        self._ok(self.admin.post(V1 + "/users", json={"username": name, "password": PASSWORD}))
+        return name
+
+    def _artifact(self, path: str) -> str:
+        return f"{V1}/projects/{self.tenant.team}/{self.tenant.project}/artifacts/{path}"
+
+    @staticmethod
+    def _ok(response: httpx.Response) -> httpx.Response:
+        assert response.is_success, response.text
+        return response
+
+    # --- per-row preparation (col is the column about to call) ------------------------
+
+    def login_body(self, col: str) -> Call:
+        return Call(json={"username": self.login_user, "password": PASSWORD})
+
+    def refresh_body(self, col: str) -> Call:
+        with self.server.client() as anon:
+            pair = self._ok(anon.post(V1 + "/auth/token", json=self.login_body(col).json))
+        return Call(json={"refresh_token": pair.json()["refresh_token"]})
+
+    def new_user(self, col: str) -> Call:
+        return Call(json={"username": unique("mx-user-"), "password": PASSWORD})
+
+    def new_team(self, col: str) -> Call:
+        return Call(json={"name": unique("mx-team-")})
+
+    def team_patch(self, col: str) -> Call:
+        return Call(json={"description": f"touched by the {col} column"})
+
+    def new_project(self, col: str) -> Call:
+        return Call(json={"name": unique("mx-proj-")})
+
+    def member_add(self, col: str) -> Call:
+        return Call(json={"username": self.spare_user, "role": "viewer"})
+
+    def member_remove(self, col: str) -> Call:
+        url = f"{V1}/teams/{self.tenant.team}/members"
+        self._ok(self.admin.post(url, json={"username": self.spare_user, "role": "viewer"}))
+        return Call(params={"username": self.spare_user})
+
+    def new_key(self, col: str) -> Call:
+        return Call(json={"team": self.tenant.team, "role": "viewer", "name": f"mx {col}"})
+
+    def throwaway_key(self, col: str) -> Call:
+        """A key owned by the caller's own user (the invoker key belongs to the admin user)."""
+        maker = self.clients[col] if col in READERS - {"platform"} else self.admin
+        created = self._ok(maker.post(V1 + "/keys", json=self.new_key(col).json))
+        return Call(params={"key_id": created.json()["key_id"]})
+
+    def upload(self, col: str) -> Call:
+        return Call(params={"path": "m/put.bin"}, content=f"from {col}".encode())
+
+    def deletable(self, col: str) -> Call:
+        self._ok(self.admin.put(self._artifact("m/del.bin"), content=b"to delete"))
+        return Call(params={"path": "m/del.bin"})
+
+    def presign_body(self, col: str) -> Call:
+        return Call(json={"expires_in": 60})
+
+
+Prepare = Callable[[Matrix, str], Call]
+
+
+@dataclass(frozen=True)
+class Row:
+    allowed: frozenset[str]
+    prepare: Prepare | None = None
+
+
+ROUTES: dict[tuple[str, str], Row] = {
+    # system and login: public
+    ("GET", "/healthz"): Row(PUBLIC),
+    ("GET", "/readyz"): Row(PUBLIC),
+    ("GET", "/metrics"): Row(PUBLIC),
+    ("GET", V1 + "/info"): Row(PUBLIC),
+    ("POST", V1 + "/auth/token"): Row(PUBLIC, Matrix.login_body),
+    ("POST", V1 + "/auth/refresh"): Row(PUBLIC, Matrix.refresh_body),
+    ("GET", V1 + "/auth/whoami"): Row(AUTHENTICATED),
+    # users and teams
+    ("GET", V1 + "/users"): Row(PLATFORM),
+    ("POST", V1 + "/users"): Row(PLATFORM, Matrix.new_user),
+    ("GET", V1 + "/teams"): Row(AUTHENTICATED),
+    ("POST", V1 + "/teams"): Row(PLATFORM, Matrix.new_team),
+    ("GET", V1 + "/teams/{team}"): Row(READERS),
+    ("PATCH", V1 + "/teams/{team}"): Row(MANAGERS, Matrix.team_patch),
+    ("GET", V1 + "/teams/{team}/projects"): Row(READERS),
+    ("POST", V1 + "/teams/{team}/projects"): Row(MANAGERS, Matrix.new_project),
+    ("GET", PROJECT): Row(READERS),
+    ("GET", V1 + "/teams/{team}/members"): Row(READERS),
+    ("POST", V1 + "/teams/{team}/members"): Row(MANAGERS, Matrix.member_add),
+    ("DELETE", V1 + "/teams/{team}/members/{username}"): Row(MANAGERS, Matrix.member_remove),
+    # API keys: everyone who may hold a key may manage their own; invoker keys may not
+    ("GET", V1 + "/keys"): Row(READERS),
+    ("POST", V1 + "/keys"): Row(READERS, Matrix.new_key),
+    ("DELETE", V1 + "/keys/{key_id}"): Row(READERS, Matrix.throwaway_key),
+    # audit and administration
+    ("GET", V1 + "/audit"): Row(MANAGERS),
+    ("GET", V1 + "/audit/verify"): Row(PLATFORM),
+    ("POST", V1 + "/admin/master-key/rotate"): Row(PLATFORM),
+    # artifacts
+    ("PUT", PROJECT + "/artifacts/{path}"): Row(BUILDERS, Matrix.upload),
+    ("GET", PROJECT + "/artifacts/{path}"): Row(READERS),
+    ("HEAD", PROJECT + "/artifacts/{path}"): Row(READERS),
+    ("DELETE", PROJECT + "/artifacts/{path}"): Row(BUILDERS, Matrix.deletable),
+    ("GET", PROJECT + "/artifacts"): Row(READERS),
+    ("GET", PROJECT + "/artifact-versions/{path}"): Row(READERS),
+    ("POST", PROJECT + "/artifact-presign/{path}"): Row(READERS, Matrix.presign_body),
+}
+
+
+def schema_routes(server: RunningServer) -> list[tuple[str, str]]:
+    with server.client() as anon:
+        response = anon.get(V1 + "/openapi.json")
+    assert response.status_code == 200
+    paths: dict[str, dict[str, Any]] = response.json()["paths"]
+    return [(method.upper(), path) for path, ops in paths.items() for method in ops]
+
+
+def test_every_route_in_the_schema_has_a_row(server: RunningServer) -> None:
+    unguarded = [route for route in schema_routes(server) if route not in ROUTES]
+    assert not unguarded, f"routes without a row in ROUTES (add one): {unguarded}"
+
+
+def test_every_row_is_a_route_in_the_schema(server: RunningServer) -> None:
+    stale = sorted(set(ROUTES) - set(schema_routes(server)))
+    assert not stale, f"rows of ROUTES whose route is not in the schema: {stale}"
+
+
+def test_no_route_hides_from_the_schema(tmp_path: Path) -> None:
+    """The matrix walks the schema, so a route left out of it would escape the matrix."""
+    settings = Settings(
+        home=tmp_path / "home",
+        db_url=f"sqlite:///{tmp_path / 'app.db'}",
+        store_url=str(tmp_path / "store"),
+    )
+    app = create_app(build_platform(settings))
+    hidden = {
+        getattr(route, "path", "")
+        for route in app.routes
+        if not getattr(route, "include_in_schema", True)
+    }
+    # FastAPI's Swagger OAuth2 redirect page sits at /docs/oauth2-redirect: static, public
+    assert hidden <= {V1 + "/openapi.json", V1 + "/docs", "/docs/oauth2-redirect"}, hidden
+
+
+def test_schema_and_docs_are_public(server: RunningServer) -> None:
+    with server.client() as anon:
+        assert anon.get(V1 + "/openapi.json").status_code == 200
+        assert anon.get(V1 + "/docs").status_code == 200
+
+
+@pytest.fixture
+def matrix(server: RunningServer, tenant: Tenant) -> Iterator[Matrix]:
+    built = Matrix(server, tenant)
+    yield built
+    built.close()
+
+
+def _verdict(col: str, allowed: frozenset[str], method: str, response: httpx.Response) -> str:
+    """Empty when the response is what the policy says the column should see."""
+    status = response.status_code
+    if col in allowed:
+        return "" if 200 <= status < 300 else f"allowed but got {status}: {response.text[:200]}"
+    expected = (401,) if col == "anonymous" else (403, 404)
+    if status not in expected:
+        return f"must be denied ({expected}) but got {status}: {response.text[:200]}"
+    if col == "anonymous" and response.headers.get("www-authenticate") != "Bearer":
+        return "401 without 'WWW-Authenticate: Bearer'"
+    if method == "HEAD":
+        return ""  # no body to check
+    error = response.json().get("error", {})
+    if not {"code", "message", "request_id"} <= set(error):
+        return f"error body lacks code/message/request_id: {response.text[:200]}"
+    if error["request_id"] != response.headers.get("x-request-id"):
+        return "the error's request_id differs from the x-request-id header"
+    return ""
+
+
+def test_route_matrix(server: RunningServer, matrix: Matrix) -> None:
+    failures: list[str] = []
+    for method, template in schema_routes(server):
+        row = ROUTES.get((method, template))
+        if row is None:
+            continue  # reported by test_every_route_in_the_schema_has_a_row
+        for col in COLUMNS:
+            call = row.prepare(matrix, col) if row.prepare else Call()
+            url = template.format(**(matrix.defaults() | call.params))
+            response = matrix.clients[col].request(
+                method, url, json=call.json, content=call.content
+            )
+            problem = _verdict(col, row.allowed, method, response)
+            if problem:
+                failures.append(f"{method} {template} as {col}: {problem}")
+    assert not failures, "\n".join(failures)

@@ -1,0 +1,151 @@
+"""Real servers for tests: ``shipyard up`` as a subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psycopg
+
+PG_ADMIN_DSN = os.environ.get("SHIPYARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM if the test process dies, so none is left running."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def postgres_reachable() -> bool:
+    try:
+        with psycopg.connect(PG_ADMIN_DSN, connect_timeout=2):
+            return True
+    except psycopg.Error:
+        return False
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new, empty database for one server; dropped afterwards, so nothing leaks between runs."""
+    name = f"shipyard_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class RunningServer:
+    url: str
+    home: Path
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes]
+    port: int
+    db_url: str
+    log_path: Path
+    credentials: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def admin_key(self) -> str:
+        return self.credentials["api_key"]
+
+    def client(self, token: str | None = None, **kwargs: object) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kwargs)  # type: ignore[arg-type]
+
+    def admin(self) -> httpx.Client:
+        return self.client(self.admin_key)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+
+def start_server(
+    home: Path,
+    *,
+    db_url: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    port: int | None = None,
+    timeout: float = 40,
+) -> RunningServer:
+    port = port or free_port()
+    env = {**os.environ, "SHIPYARD_LOG_LEVEL": "warning", **(extra_env or {})}
+    if db_url:
+        env["SHIPYARD_DB_URL"] = db_url
+    home.mkdir(parents=True, exist_ok=True)
+    log_path = home.parent / f"{home.name}-server-{port}.log"
+    log = log_path.open("ab")
+    cmd = [
+        sys.executable,
+        "-m",
+        "shipyard.cli.main",
+        "up",
+        "--home",
+        str(home),
+        "--port",
+        str(port),
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+    )
+    server = RunningServer(
+        f"http://127.0.0.1:{port}", home, env, proc, port, db_url or "sqlite", log_path
+    )
+    try:
+        _wait_ready(server, timeout)
+        creds = home / "admin-credentials.json"
+        server.credentials = json.loads(creds.read_text()) if creds.exists() else {}
+    except BaseException:
+        server.stop(signal.SIGKILL)
+        raise
+    return server
+
+
+def _wait_ready(server: RunningServer, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{server.log()}")
+        try:
+            if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    server.stop(signal.SIGKILL)
+    raise RuntimeError(f"server not ready after {timeout}s:\n{server.log()}")
