@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -119,3 +120,21 @@ def _admin_key(s: Session, platform: Platform, user_id: str) -> str:
         schemas.ApiKeyCreate(name="admin (bootstrap)", role=Role.ADMIN, expires_in_days=3650),
     )
     return created.token
+
+
+def verify_audit_offline(home: Path) -> dict[str, Any]:
+    """Verify the audit trail straight from the DB of ``home`` (no server needed).
+
+    Uses ``SHIPYARD_DB_URL`` when set, like the server; refuses to run without the signing
+    key rather than create one, which would make every signature look forged.
+    """
+    settings = Settings(home=home)
+    if not settings.audit_key_path.exists():
+        raise FileNotFoundError(f"no audit signing key at {settings.audit_key_path}")
+    db = Database(settings.resolved_db_url)
+    try:
+        audit = AuditService(SigningKey(settings.audit_key_path), settings.audit_digest_every)
+        with db.read() as s:
+            return asdict(audit.verify(s))
+    finally:
+        db.dispose()

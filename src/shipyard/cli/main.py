@@ -1,15 +1,24 @@
-"""The ``shipyard`` command: one Typer app, one module per command group."""
+"""The ``shipyard`` command: one Typer app, one module per command group.
+
+Errors from the SDK end a command with one clear line on stderr and a non-zero exit, never a
+traceback: 1 for an error the server reported, 2 for a usage or configuration error, 3 when
+the server could not be reached.
+"""
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
-from shipyard.cli import up
+from shipyard.cli import artifacts, audit, auth, identity, keys, up
+from shipyard.sdk import APIError, ConfigurationError, ShipyardError, TransportError
 
 app = typer.Typer(
     name="shipyard",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
     help="Shipyard: a self-hosted ML platform.",
 )
 
@@ -19,11 +28,32 @@ def _root() -> None:
     """Shipyard: a self-hosted ML platform."""
 
 
-up.register(app)
+for group in (up, auth, identity, keys, artifacts, audit):
+    group.register(app)
+
+
+def _describe(exc: ShipyardError) -> tuple[str, int]:
+    if isinstance(exc, APIError):
+        where = f" [field: {exc.field}]" if exc.field else ""
+        ref = f" (request {exc.request_id})" if exc.request_id else ""
+        return f"error: {exc.message}{where} — {exc.status} {exc.code}{ref}", 1
+    if isinstance(exc, ConfigurationError):
+        return f"error: {exc}", 2
+    if isinstance(exc, TransportError):
+        return f"error: {exc}", 3
+    return f"error: {exc}", 1
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except ShipyardError as exc:
+        message, code = _describe(exc)
+        sys.stderr.write(message + "\n")
+        sys.exit(code)
+    except (ValueError, FileNotFoundError) as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(2)
 
 
 if __name__ == "__main__":

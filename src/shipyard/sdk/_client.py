@@ -1,0 +1,245 @@
+"""``Session``: one connection to a Shipyard server, with its credentials."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from shipyard.sdk._artifacts import Artifacts, split_project
+from shipyard.sdk._auth import BearerAuth
+from shipyard.sdk._config import Profile, load_profile, profile_name, resolve, save_profile
+from shipyard.sdk._transport import check, mapped_transport_errors
+
+USER_AGENT = "shipyard-sdk"
+
+
+class Session:
+    """A client for one Shipyard server.
+
+    With no arguments it reads ``SHIPYARD_URL`` and ``SHIPYARD_API_KEY``, else the profile
+    that ``shipyard login`` wrote. Use it as a context manager (or call ``close()``) to release
+    the connection pool.
+
+    Example::
+
+        import shipyard
+
+        with shipyard.Session() as session:
+            print(session.whoami()["username"])
+            session.artifacts("ml/churn").put("data/marketing.csv", "marketing.csv")
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        profile: str | None = None,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._profile_name = profile_name(profile)
+        resolved = resolve(url, api_key, profile)
+        saved = load_profile(profile) if resolved.refresh_token else None
+        self.profile = resolved
+        self.url = resolved.url.rstrip("/")
+        self._auth = BearerAuth(resolved, self._save_refreshed if saved else None)
+        self.http = httpx.Client(
+            base_url=self.url,
+            auth=self._auth,
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            headers={"User-Agent": USER_AGENT},
+            transport=transport,
+        )
+
+    @classmethod
+    def login(cls, url: str, username: str, password: str, *, timeout: float = 60.0) -> Session:
+        """Log in with a password; the session holds a 1-hour token it refreshes by itself."""
+        with (
+            mapped_transport_errors(url),
+            httpx.Client(base_url=url.rstrip("/"), timeout=timeout) as anon,
+        ):
+            pair = check(
+                anon.post("/api/v1/auth/token", json={"username": username, "password": password})
+            )
+        return cls.from_profile(
+            Profile(
+                url=url,
+                access_token=pair["access_token"],
+                refresh_token=pair["refresh_token"],
+                username=username,
+            ),
+            timeout=timeout,
+        )
+
+    @classmethod
+    def from_profile(cls, profile: Profile, *, timeout: float = 60.0) -> Session:
+        """A session for an explicit profile (not read from or saved to the profile file)."""
+        session = cls.__new__(cls)
+        session._profile_name = profile_name(None)
+        session.profile = profile
+        session.url = profile.url.rstrip("/")
+        session._auth = BearerAuth(profile)
+        session.http = httpx.Client(
+            base_url=session.url,
+            auth=session._auth,
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            headers={"User-Agent": USER_AGENT},
+        )
+        return session
+
+    def _save_refreshed(self, profile: Profile) -> None:
+        save_profile(profile, self._profile_name)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send a request to ``path`` (under the server URL); the JSON body or an APIError."""
+        with mapped_transport_errors(self.url):
+            response = self.http.request(method, path, **kwargs)
+        return check(response)
+
+    # --- who and what ------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """The server's version and URLs (``api_url``, ``gateway_url``)."""
+        result: dict[str, Any] = self.request("GET", "/api/v1/info")
+        return result
+
+    def whoami(self) -> dict[str, Any]:
+        """The caller: ``username``, ``is_admin``, ``teams`` (team → role), ``key_id``."""
+        result: dict[str, Any] = self.request("GET", "/api/v1/auth/whoami")
+        return result
+
+    # --- users, teams, projects, members -------------------------------------------------
+
+    def create_user(self, username: str, password: str, *, admin: bool = False) -> dict[str, Any]:
+        """Create a user (platform admins only)."""
+        body = {"username": username, "password": password, "is_admin": admin}
+        result: dict[str, Any] = self.request("POST", "/api/v1/users", json=body)
+        return result
+
+    def list_users(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", "/api/v1/users")
+        return result
+
+    def create_team(
+        self,
+        name: str,
+        *,
+        description: str = "",
+        required_tags: Iterable[str] = (),
+        tags: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Create a team; ``required_tags`` must then be present on every project it holds."""
+        body = {
+            "name": name,
+            "description": description,
+            "required_tags": list(required_tags),
+            "tags": tags or {},
+        }
+        result: dict[str, Any] = self.request("POST", "/api/v1/teams", json=body)
+        return result
+
+    def list_teams(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", "/api/v1/teams")
+        return result
+
+    def create_project(
+        self, project: str, *, description: str = "", tags: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Create ``"team/project"``; the team's required tag keys must be in ``tags``."""
+        team, name = split_project(project)
+        body = {"name": name, "description": description, "tags": tags or {}}
+        result: dict[str, Any] = self.request(
+            "POST", f"/api/v1/teams/{quote(team)}/projects", json=body
+        )
+        return result
+
+    def list_projects(self, team: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", f"/api/v1/teams/{quote(team)}/projects")
+        return result
+
+    def add_member(self, team: str, username: str, role: str) -> dict[str, Any]:
+        """Add ``username`` to ``team`` with ``role`` (or change their role)."""
+        body = {"username": username, "role": role}
+        result: dict[str, Any] = self.request(
+            "POST", f"/api/v1/teams/{quote(team)}/members", json=body
+        )
+        return result
+
+    def list_members(self, team: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", f"/api/v1/teams/{quote(team)}/members")
+        return result
+
+    def remove_member(self, team: str, username: str) -> None:
+        self.request("DELETE", f"/api/v1/teams/{quote(team)}/members/{quote(username)}")
+
+    # --- API keys ------------------------------------------------------------------------
+
+    def create_key(
+        self,
+        *,
+        role: str,
+        team: str | None = None,
+        project: str | None = None,
+        name: str = "",
+        expires_in_days: int | None = None,
+    ) -> dict[str, Any]:
+        """Create an API key scoped to a team or a project; ``api_key`` is shown only now."""
+        body: dict[str, Any] = {"role": role, "name": name}
+        if team is not None:
+            body["team"] = team
+        if project is not None:
+            body["project"] = project
+        if expires_in_days is not None:
+            body["expires_in_days"] = expires_in_days
+        result: dict[str, Any] = self.request("POST", "/api/v1/keys", json=body)
+        return result
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", "/api/v1/keys")
+        return result
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("DELETE", f"/api/v1/keys/{quote(key_id)}")
+        return result
+
+    # --- audit and administration --------------------------------------------------------
+
+    def audit_tail(self, n: int = 20) -> list[dict[str, Any]]:
+        """The newest ``n`` audit entries the caller may read."""
+        result: list[dict[str, Any]] = self.request("GET", "/api/v1/audit", params={"n": n})
+        return result
+
+    def audit_verify(self) -> dict[str, Any]:
+        """Check the audit hash chain and signed digests: ``ok``, ``first_bad_seq``, ``reason``."""
+        result: dict[str, Any] = self.request("GET", "/api/v1/audit/verify")
+        return result
+
+    def rotate_master_key(self) -> dict[str, Any]:
+        """Re-wrap every data key under a new master key (platform admins only)."""
+        result: dict[str, Any] = self.request("POST", "/api/v1/admin/master-key/rotate")
+        return result
+
+    # --- artifacts -----------------------------------------------------------------------
+
+    def artifacts(self, project: str) -> Artifacts:
+        """The artifact store of ``"team/project"``."""
+        return Artifacts(self, project)

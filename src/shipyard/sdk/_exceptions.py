@@ -1,0 +1,146 @@
+"""The SDK's exceptions: one tree, mirroring the server's error codes.
+
+    ShipyardError                     anything this SDK raises
+     ├── ConfigurationError           no URL or credentials could be found
+     ├── TransportError               the server could not be reached or the connection broke
+     │    └── Timeout                 the server did not answer in time
+     ├── IntegrityError               a download did not match its SHA-256 (client-side check)
+     └── APIError                     the server answered with an error (``status``, ``code``)
+          ├── BadRequest              400 bad_request
+          │    └── InvalidPath        400 invalid_path
+          ├── Unauthenticated         401 unauthenticated
+          ├── PermissionDenied        403 permission_denied
+          ├── NotFound                404 not_found
+          ├── Conflict                409 conflict
+          │    └── StaleWrite         409 stale_write
+          ├── PayloadTooLarge         413 payload_too_large
+          ├── ValidationFailed        422 validation_failed (``field`` names the input)
+          ├── RateLimited             429 rate_limited (``retry_after`` in seconds)
+          └── ServerError             5xx (``integrity_error`` for a corrupt stored object)
+
+Every ``APIError`` carries the server's ``request_id``, so a report can be matched to the
+server log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ShipyardError(Exception):
+    """Base of every exception the SDK raises."""
+
+
+class ConfigurationError(ShipyardError):
+    """No server URL or credentials: pass them, set ``SHIPYARD_URL``/``SHIPYARD_API_KEY``,
+    or run ``shipyard login``."""
+
+
+class TransportError(ShipyardError):
+    """The request did not complete: connection refused or reset, DNS, TLS."""
+
+
+class Timeout(TransportError):
+    """The server did not answer within the session's timeout."""
+
+
+class IntegrityError(ShipyardError):
+    """Downloaded bytes do not match the SHA-256 the server recorded at upload."""
+
+
+class APIError(ShipyardError):
+    """The server answered with an error body ``{"error": {code, message, request_id}}``."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        request_id: str = "",
+        field: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.field = field
+        self.details = details or {}
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.status} {self.code})"
+
+
+class BadRequest(APIError):
+    """400: the request is malformed."""
+
+
+class InvalidPath(BadRequest):
+    """400: an artifact path was refused (traversal, absolute, encoded, control characters)."""
+
+
+class Unauthenticated(APIError):
+    """401: no, an expired, a revoked or a malformed token."""
+
+
+class PermissionDenied(APIError):
+    """403: the caller is known but their role does not allow this."""
+
+
+class NotFound(APIError):
+    """404: it does not exist, or the caller may not know it exists."""
+
+
+class Conflict(APIError):
+    """409: it already exists or is in a state that forbids this."""
+
+
+class StaleWrite(Conflict):
+    """409: it changed since it was read; re-read and retry."""
+
+
+class PayloadTooLarge(APIError):
+    """413: the body is over the server's limit."""
+
+
+class ValidationFailed(APIError):
+    """422: an input is invalid; ``field`` names it."""
+
+
+class RateLimited(APIError):
+    """429: too many attempts; wait ``retry_after`` seconds."""
+
+    @property
+    def retry_after(self) -> int:
+        return int(self.details.get("retry_after", 0))
+
+
+class ServerError(APIError):
+    """5xx: the server failed; ``request_id`` finds it in the server log."""
+
+
+_BY_CODE: dict[str, type[APIError]] = {
+    "invalid_path": InvalidPath,
+    "stale_write": StaleWrite,
+}
+_BY_STATUS: dict[int, type[APIError]] = {
+    400: BadRequest,
+    401: Unauthenticated,
+    403: PermissionDenied,
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+    422: ValidationFailed,
+    429: RateLimited,
+}
+
+
+def error_class(status: int, code: str) -> type[APIError]:
+    """The most specific exception class for a status and error code."""
+    if code in _BY_CODE:
+        return _BY_CODE[code]
+    if status >= 500:
+        return ServerError
+    return _BY_STATUS.get(status, BadRequest if status < 500 else ServerError)
