@@ -1,0 +1,44 @@
+"""The SDK's public surface: a curated ``__all__``, and no server-side imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+
+import shipyard
+import shipyard.sdk as sdk
+
+
+def test_all_lists_exactly_the_public_names() -> None:
+    public = {
+        name
+        for name, value in vars(sdk).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert set(sdk.__all__) == public
+    assert sorted(sdk.__all__) == sdk.__all__, "keep __all__ sorted"
+
+
+def test_every_exported_object_comes_from_a_private_module() -> None:
+    aliases = {"Progress"}  # a typing alias: Callable[[int, int], None]
+    for name in set(sdk.__all__) - aliases:
+        module = getattr(getattr(sdk, name), "__module__", "shipyard.sdk._")
+        assert module.startswith("shipyard.sdk._"), (name, module)
+
+
+def test_top_level_package_reexports_the_sdk() -> None:
+    assert shipyard.Session is sdk.Session
+    assert set(sdk.__all__) <= set(shipyard.__all__)
+
+
+def test_import_shipyard_pulls_in_nothing_server_side() -> None:
+    code = (
+        "import sys, shipyard\n"
+        "heavy = {'sqlalchemy', 'fastapi', 'starlette', 'uvicorn', 'alembic', 'psycopg'}\n"
+        "print(sorted(heavy & set(sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
