@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -13,7 +14,8 @@ from shipyard.sdk import Profile, Session, delete_profile, save_profile
 def login(
     url: Annotated[str, typer.Option(help="The server, e.g. http://127.0.0.1:8080")],
     api_key: Annotated[
-        str | None, typer.Option(help="An API key (or use --username)", envvar="SHIPYARD_API_KEY")
+        str | None,
+        typer.Option(help="An API key (or use --username); default: $SHIPYARD_API_KEY"),
     ] = None,
     username: Annotated[str | None, typer.Option(help="Log in with a password instead")] = None,
     password: Annotated[
@@ -23,6 +25,9 @@ def login(
     profile: Annotated[str | None, typer.Option(help="Save under this profile name")] = None,
 ) -> None:
     """Check credentials against the server and save them as a profile (file mode 0600)."""
+    if api_key is None and username is None:
+        # Read here, not as the option's envvar: an exported key must not block --username.
+        api_key = os.environ.get("SHIPYARD_API_KEY") or None
     if (api_key is None) == (username is None):
         raise typer.BadParameter("give exactly one of --api-key or --username")
     if username is not None:
