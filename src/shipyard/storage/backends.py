@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import logging
 import os
 import re
 import uuid
@@ -22,6 +23,7 @@ from shipyard.errors import NotFound
 
 _KEY = re.compile(r"^[a-z0-9_-]+(/[a-z0-9_-]+){0,7}$")
 S3_BLOCK_SIZE = 8 * 1024 * 1024
+log = logging.getLogger("shipyard.storage")
 
 
 def _check_key(key: str) -> str:
@@ -98,15 +100,32 @@ class LocalBlobStore(BlobStore):
 
 
 class S3BlobStore(BlobStore):
+    def ping(self) -> None:
+        # One real request each time: ``ls`` would answer from s3fs's listing cache (so a
+        # store that went away stayed "ready"), and raises FileNotFoundError for a prefix
+        # that holds no object yet (so a server on a fresh bucket never became ready).
+        bucket, _, prefix = self.root.partition("/")
+        self.fs.call_s3(
+            "list_objects_v2", Bucket=bucket, Prefix=f"{prefix}/" if prefix else "", MaxKeys=1
+        )
+
     @contextlib.contextmanager
     def _write(self, path: str) -> Iterator[BinaryIO]:
         handle: Any = self.fs.open(path, "wb", block_size=S3_BLOCK_SIZE)
         try:
             yield cast(BinaryIO, handle)
+            handle.close()  # uploads the tail and completes: the object appears only now
         except BaseException:
-            handle.discard()  # abort the multipart upload: nothing becomes visible
+            try:
+                handle.discard()  # abort the multipart upload: nothing becomes visible
+            except Exception:
+                # The store may be the thing that failed; keep the original error.
+                log.warning("could not abort the upload of %s", path, exc_info=True)
+            finally:
+                # fsspec's ``__del__`` closes an open file, and closing finishes the upload:
+                # a discarded file must never complete as a truncated object.
+                handle.closed = True
             raise
-        handle.close()
 
 
 def make_blob_store(url: str, *, s3_endpoint_url: str | None = None) -> BlobStore:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar
 
 import anyio
 
@@ -33,13 +34,50 @@ class WrittenBlob:
     sha256: str
 
 
+class _Stages:
+    """The three single-thread executors of an upload (SHA-256, sealing, blob I/O), reused.
+
+    An upload holds one set for its whole life, so each stage still runs that upload's
+    batches one at a time and in order; afterwards the set waits for the next upload instead
+    of being torn down. Starting three threads per upload cost thread starts and, with glibc,
+    fresh threads pick up malloc arenas of their own, so resident memory crept with traffic.
+    A few idle sets are kept; concurrent uploads beyond that make (and later drop) their own.
+    """
+
+    KEEP_IDLE: ClassVar[int] = 4
+    _idle: ClassVar[list[_Stages]] = []
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self) -> None:
+        self.sha, self.seal, self.io = (
+            ThreadPoolExecutor(1, thread_name_prefix=f"upload-{name}")
+            for name in ("sha", "seal", "io")
+        )
+
+    @classmethod
+    def acquire(cls) -> _Stages:
+        with cls._lock:
+            if cls._idle:
+                return cls._idle.pop()
+        return cls()
+
+    def release(self) -> None:
+        with self._lock:
+            if len(self._idle) < self.KEEP_IDLE:
+                self._idle.append(self)
+                return
+        for executor in (self.sha, self.seal, self.io):
+            executor.shutdown(wait=False)
+
+
 class BlobUpload:
     """Encrypts a body into a new blob; nothing is visible under the key unless it completes.
 
     Three single-thread stages run beside the event loop: SHA-256 of the plaintext,
     AES-GCM sealing, and the blob write. All three release the GIL, so on two cores receiving,
     hashing, sealing and writing overlap. At most ``_IN_FLIGHT`` batches wait in the
-    pipeline, which bounds memory and pushes back on a fast client.
+    pipeline, which bounds memory and pushes back on a fast client. The stage threads are
+    borrowed from a small pool (``_Stages``) for the upload's duration.
     """
 
     _IN_FLIGHT = 3
@@ -53,12 +91,13 @@ class BlobUpload:
         self._received = 0
         self._stack = contextlib.ExitStack()
         self._file: BinaryIO | None = None
-        self._stages = [ThreadPoolExecutor(1, thread_name_prefix=n) for n in ("sha", "seal", "io")]
+        self._stages: _Stages | None = None
         self._writes: deque[Future[None]] = deque()
 
     async def write_all(self, body: AsyncIterator[bytes]) -> WrittenBlob:
+        self._stages = _Stages.acquire()
         try:
-            await self._run_stage(2, self._open)
+            await self._on_io(self._open)
             pending: list[bytes] = []
             pending_size = 0
             async for piece in body:
@@ -73,24 +112,28 @@ class BlobUpload:
                     await self._submit(b"".join(pending))
                     pending, pending_size = [], 0
             await self._submit(b"".join(pending))
-            await self._run_stage(2, self._finish)
+            await self._on_io(self._finish)
         except BaseException as exc:
             await self._drain_quietly()
-            await anyio.to_thread.run_sync(self._abort, exc)
+            # On the io stage, so it runs after any write of this upload still under way.
+            await self._on_io(self._abort, exc)
             raise
         finally:
-            for stage in self._stages:
-                stage.shutdown(wait=False)
+            self._stages.release()
+            self._stages = None
         size = self._encryptor.size
         return WrittenBlob(self._key, size, self._sha.hexdigest())
 
-    async def _run_stage(self, index: int, fn: Callable[[], None]) -> None:
-        await asyncio.wrap_future(self._stages[index].submit(fn))
+    async def _on_io(self, fn: Callable[..., None], *args: object) -> None:
+        assert self._stages is not None
+        await asyncio.wrap_future(self._stages.io.submit(fn, *args))
 
     async def _submit(self, batch: bytes) -> None:
-        hashed = self._stages[0].submit(self._sha.update, batch)
-        sealed = self._stages[1].submit(self._encryptor.feed, batch)
-        self._writes.append(self._stages[2].submit(self._write_when_sealed, sealed, hashed))
+        stages = self._stages
+        assert stages is not None
+        hashed = stages.sha.submit(self._sha.update, batch)
+        sealed = stages.seal.submit(self._encryptor.feed, batch)
+        self._writes.append(stages.io.submit(self._write_when_sealed, sealed, hashed))
         while len(self._writes) >= self._IN_FLIGHT:
             await asyncio.wrap_future(self._writes.popleft())
 
