@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -149,7 +151,7 @@ class Artifacts:
             raise_for_error(response)
             expected = response.headers.get("x-shipyard-sha256", "")
             total = int(response.headers.get("content-length", 0))
-            chunks = _broken_off_is_integrity(response.iter_raw(CHUNK))
+            chunks = _broken_off_is_integrity(response.iter_raw())
             if dest is None:
                 return self._receive_bytes(chunks, expected, total, progress)
             return self._receive_file(chunks, Path(dest), expected, total, progress)
@@ -180,15 +182,9 @@ class Artifacts:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial")
         try:
-            sha, done = hashlib.sha256(), 0
             with os.fdopen(fd, "wb") as out:
-                for chunk in chunks:
-                    out.write(chunk)
-                    sha.update(chunk)
-                    done += len(chunk)
-                    if progress is not None:
-                        progress(done, total)
-            _verify(sha.hexdigest(), expected)
+                digest = _hash_and_write_behind(chunks, out, total, progress)
+            _verify(digest, expected)
             os.replace(tmp, dest)
         finally:
             if os.path.exists(tmp):
@@ -239,6 +235,45 @@ class Artifacts:
             version=data["version"],
             expires_at=datetime.fromisoformat(str(data["expires_at"])),
         )
+
+
+def _hash_and_write_behind(
+    chunks: Iterator[bytes], out: IO[bytes], total: int, progress: Progress | None
+) -> str:
+    """Write and hash received bytes on a second thread while the next bytes arrive.
+
+    Hashing and disk writes release the GIL, so on a multi-core machine they overlap the
+    network read instead of adding to it. Pieces go over in batches of about ``CHUNK`` to
+    keep the hand-over cheap, and at most two batches wait, which bounds memory.
+    """
+    sha = hashlib.sha256()
+
+    def consume(batch: list[bytes]) -> None:
+        for piece in batch:
+            sha.update(piece)
+            out.write(piece)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="shipyard-download") as writer:
+        waiting: deque[Future[None]] = deque()
+        batch: list[bytes] = []
+        size = done = 0
+        for piece in chunks:
+            batch.append(piece)
+            size += len(piece)
+            done += len(piece)
+            if size >= CHUNK:
+                waiting.append(writer.submit(consume, batch))
+                batch, size = [], 0
+                if len(waiting) > 2:
+                    waiting.popleft().result()
+                if progress is not None:
+                    progress(done, total)
+        waiting.append(writer.submit(consume, batch))
+        for future in waiting:
+            future.result()
+    if progress is not None:
+        progress(done, total)
+    return sha.hexdigest()
 
 
 def _broken_off_is_integrity(chunks: Iterator[bytes]) -> Iterator[bytes]:

@@ -1,10 +1,10 @@
-"""Chunked AES-256-GCM envelope encryption for blobs, as incremental feed/finish streams.
+"""Chunked AES-256-GCM envelope encryption for blobs, sealed and opened one chunk at a time.
 
 Format: a header (magic ``SYA1``, format version, chunk size, an 8-byte random nonce prefix),
 then chunks of ``ciphertext || tag``. Chunk ``i`` uses nonce ``prefix || i`` (big-endian u32)
-and authenticates ``blob_id || i || final-flag`` as associated data, so a flipped byte, a
-reordered or dropped chunk, a truncated tail, or a blob swapped for another all fail the tag.
-Plaintext SHA-256 and size are computed on the way, in the same pass.
+and authenticates ``blob_id || chunk size || i || final-flag`` as associated data, so a flipped
+byte anywhere (header included), a reordered or dropped chunk, a truncated tail, or a blob
+swapped for another all fail the tag. The decryptor computes the plaintext SHA-256 on the way.
 """
 
 from __future__ import annotations
@@ -52,85 +52,64 @@ def ciphertext_size(plaintext_size: int, chunk_size: int = DEFAULT_CHUNK) -> int
     return HEADER_SIZE + plaintext_size + chunks * TAG
 
 
-def _aad(blob_id: bytes, index: int, final: bool) -> bytes:
-    return blob_id + struct.pack(">IB", index, 1 if final else 0)
+def _aad(blob_id: bytes, chunk_size: int, index: int, final: bool) -> bytes:
+    return blob_id + struct.pack(">IIB", chunk_size, index, 1 if final else 0)
 
 
 class Encryptor:
-    """Feed plaintext of any piece size; get ciphertext ready to write; ``finish()`` seals."""
+    """Seals a blob chunk by chunk: ``header()`` once, then ``seal_chunk`` per whole chunk.
 
-    def __init__(
-        self,
-        data_key: bytes,
-        blob_id: str,
-        chunk_size: int = DEFAULT_CHUNK,
-        *,
-        hashing: bool = True,
-    ) -> None:
-        """``hashing=False`` leaves SHA-256 to the caller (to run it on another core)."""
-        self._hashing = hashing
+    Every chunk but the last must be exactly ``chunk_size`` long; the last (possibly short,
+    possibly empty for an empty object) is sealed with ``final=True``. Callers cut the body
+    into chunks themselves, so plaintext is never re-buffered here.
+    """
+
+    def __init__(self, data_key: bytes, blob_id: str, chunk_size: int = DEFAULT_CHUNK) -> None:
         self._aead = AESGCM(data_key)
         self._blob_id = blob_id.encode()
-        self._chunk = chunk_size
+        self.chunk_size = chunk_size
         self._prefix = os.urandom(8)
         self._index = 0
-        self._buffer = bytearray()
-        self._header_sent = False
-        self._sha = hashlib.sha256()
+        self._done = False
         self.size = 0
 
-    @property
-    def sha256_hex(self) -> str:
-        return self._sha.hexdigest()
+    def header(self) -> bytes:
+        return _HEADER.pack(MAGIC, FORMAT_VERSION, self.chunk_size, self._prefix)
 
-    def _header(self) -> bytes:
-        if self._header_sent:
-            return b""
-        self._header_sent = True
-        return _HEADER.pack(MAGIC, FORMAT_VERSION, self._chunk, self._prefix)
-
-    def _seal(self, plain: bytes | memoryview, final: bool) -> bytes:
+    def seal_chunk(
+        self, plain: bytes | bytearray | memoryview, final: bool, out: bytearray | None = None
+    ) -> bytes | memoryview:
+        """Seal one chunk; into ``out`` (at least ``chunk_size + 16`` bytes) when given, so a
+        long stream reuses a few buffers instead of allocating 4 MiB per chunk."""
+        if self._done:
+            raise ValueError("the final chunk was already sealed")
+        if len(plain) > self.chunk_size or (len(plain) < self.chunk_size and not final):
+            raise ValueError(f"a non-final chunk must be exactly {self.chunk_size} bytes")
         nonce = self._prefix + struct.pack(">I", self._index)
-        sealed = self._aead.encrypt(nonce, plain, _aad(self._blob_id, self._index, final))
+        aad = _aad(self._blob_id, self.chunk_size, self._index, final)
+        sealed: bytes | memoryview
+        if out is None:
+            sealed = self._aead.encrypt(nonce, plain, aad)
+        else:
+            view = memoryview(out)[: len(plain) + TAG]
+            self._aead.encrypt_into(nonce, plain, aad, view)
+            sealed = view
         self._index += 1
+        self._done = final
+        self.size += len(plain)
         return sealed
-
-    def feed(self, data: bytes) -> bytes:
-        if self._hashing:
-            self._sha.update(data)
-        self.size += len(data)
-        out = [self._header()]
-        if self._buffer:  # top the buffered partial chunk up first
-            take = min(len(data), self._chunk - len(self._buffer))
-            self._buffer += data[:take]
-            data = data[take:]
-            if not data:
-                return out[0]
-            out.append(self._seal(bytes(self._buffer), False))
-            self._buffer = bytearray()
-        # Seal whole chunks straight from the input; keep at least one byte back, since the
-        # last chunk must be sealed as final in finish().
-        view = memoryview(data)
-        whole = (len(data) - 1) // self._chunk
-        for i in range(whole):
-            out.append(self._seal(view[i * self._chunk : (i + 1) * self._chunk], False))
-        self._buffer += view[whole * self._chunk :]
-        view.release()
-        return b"".join(out)
-
-    def finish(self) -> bytes:
-        last = self._seal(bytes(self._buffer), True)
-        self._buffer = bytearray()
-        return self._header() + last
 
 
 class Decryptor:
-    """Feed ciphertext of any piece size; get only plaintext whose chunk tag verified."""
+    """Opens a blob chunk by chunk: ``open_header`` once, then ``open_chunk`` per sealed chunk.
+
+    Only plaintext whose tag verified is returned; SHA-256 and size of the plaintext are
+    computed on the way so the caller can check the whole object at the end.
+    """
 
     def __init__(self, data_key: bytes, blob_id: str) -> None:
         self._aead = AESGCM(data_key)
         self._blob_id = blob_id.encode()
-        self._buffer = bytearray()
         self._chunk = 0
         self._prefix = b""
         self._index = 0
@@ -142,24 +121,27 @@ class Decryptor:
     def sha256_hex(self) -> str:
         return self._sha.hexdigest()
 
-    def _read_header(self) -> bool:
-        if self._chunk:
-            return True
-        if len(self._buffer) < HEADER_SIZE:
-            return False
-        magic, version, chunk, prefix = _HEADER.unpack(bytes(self._buffer[:HEADER_SIZE]))
+    def open_header(self, header: bytes) -> int:
+        """Read the header; returns the size of one sealed chunk, for reading whole chunks."""
+        if len(header) != HEADER_SIZE:
+            raise IntegrityFailure("the stored object is truncated (no header)")
+        magic, version, chunk, prefix = _HEADER.unpack(header)
         if magic != MAGIC or version != FORMAT_VERSION or not 0 < chunk <= _MAX_CHUNK:
             raise IntegrityFailure("the stored object has no valid encryption header")
-        self._chunk, self._prefix = chunk, prefix
-        del self._buffer[:HEADER_SIZE]
-        return True
+        self._chunk, self._prefix = int(chunk), bytes(prefix)
+        return self._chunk + TAG
 
-    def _open(self, sealed: bytes, final: bool) -> bytes:
-        if self._done:
-            raise IntegrityFailure("the stored object has data after its final chunk")
+    def open_chunk(self, sealed: bytes, final: bool) -> bytes:
+        """Authenticate and decrypt one whole sealed chunk (the last one with ``final``)."""
+        full = self._chunk + TAG
+        if not self._chunk or self._done:
+            raise IntegrityFailure("the stored object is malformed (chunk out of place)")
+        if not TAG <= len(sealed) <= full or (len(sealed) < full and not final):
+            raise IntegrityFailure("the stored object is truncated or malformed")
         nonce = self._prefix + struct.pack(">I", self._index)
         try:
-            plain = self._aead.decrypt(nonce, sealed, _aad(self._blob_id, self._index, final))
+            aad = _aad(self._blob_id, self._chunk, self._index, final)
+            plain = self._aead.decrypt(nonce, sealed, aad)
         except InvalidTag as exc:
             raise IntegrityFailure(
                 f"the stored object failed authentication at chunk {self._index}"
@@ -168,33 +150,4 @@ class Decryptor:
         self._done = final
         self._sha.update(plain)
         self.size += len(plain)
-        return plain
-
-    def feed(self, data: bytes) -> bytes:
-        self._buffer += data
-        if not self._read_header():
-            return b""
-        sealed_size = self._chunk + TAG
-        # A full-size sealed chunk is non-final only if more bytes follow it.
-        whole = (len(self._buffer) - 1) // sealed_size
-        if whole <= 0:
-            return b""
-        view = memoryview(self._buffer)
-        out = [
-            self._open(bytes(view[i * sealed_size : (i + 1) * sealed_size]), False)
-            for i in range(whole)
-        ]
-        view.release()
-        del self._buffer[: whole * sealed_size]
-        return b"".join(out)
-
-    def finish(self) -> bytes:
-        if not self._read_header():
-            raise IntegrityFailure("the stored object is truncated (no header)")
-        if self._done and not self._buffer:
-            return b""
-        if len(self._buffer) < TAG or len(self._buffer) > self._chunk + TAG:
-            raise IntegrityFailure("the stored object is truncated or malformed")
-        plain = self._open(bytes(self._buffer), True)
-        self._buffer = bytearray()
         return plain

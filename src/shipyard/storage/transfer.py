@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO, ClassVar
@@ -21,10 +21,7 @@ import anyio
 
 from shipyard.errors import IntegrityFailure, PayloadTooLarge
 from shipyard.storage.backends import BlobStore
-from shipyard.storage.crypto import Decryptor, Encryptor
-
-BATCH = 4 * 1024 * 1024
-READ_SIZE = 4 * 1024 * 1024
+from shipyard.storage.crypto import HEADER_SIZE, TAG, Decryptor, Encryptor
 
 
 @dataclass(frozen=True)
@@ -70,14 +67,48 @@ class _Stages:
             executor.shutdown(wait=False)
 
 
+class _ChunkCutter:
+    """Cuts a stream of body pieces into whole chunks, copying each byte exactly once.
+
+    A full chunk is handed on only when more bytes arrive after it, because the last chunk
+    must be sealed as final; ``last()`` gives the final (short, full or empty) chunk.
+    Buffers come back through ``recycle`` so a long upload reuses a few of them instead of
+    asking the allocator for fresh pages every 4 MiB.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._free: list[bytearray] = []
+        self._buf = bytearray(size)
+        self._fill = 0
+
+    def add(self, piece: bytes) -> Iterator[bytearray]:
+        view = memoryview(piece)
+        while view:
+            if self._fill == self._size:
+                yield self._buf
+                self._buf = self._free.pop() if self._free else bytearray(self._size)
+                self._fill = 0
+            take = min(self._size - self._fill, len(view))
+            self._buf[self._fill : self._fill + take] = view[:take]
+            self._fill += take
+            view = view[take:]
+
+    def last(self) -> memoryview:
+        return memoryview(self._buf)[: self._fill]
+
+    def recycle(self, buf: bytearray) -> None:
+        self._free.append(buf)
+
+
 class BlobUpload:
     """Encrypts a body into a new blob; nothing is visible under the key unless it completes.
 
-    Three single-thread stages run beside the event loop: SHA-256 of the plaintext,
-    AES-GCM sealing, and the blob write. All three release the GIL, so on two cores receiving,
-    hashing, sealing and writing overlap. At most ``_IN_FLIGHT`` batches wait in the
-    pipeline, which bounds memory and pushes back on a fast client. The stage threads are
-    borrowed from a small pool (``_Stages``) for the upload's duration.
+    The event loop only copies body pieces into whole chunks. Three single-thread stages run
+    beside it: SHA-256 of the plaintext, AES-GCM sealing, and the blob write. All three
+    release the GIL, so on two cores receiving, hashing, sealing and writing overlap. At most
+    ``_IN_FLIGHT`` chunks wait in the pipeline, which bounds memory and pushes back on a fast
+    client. The stage threads are borrowed from a small pool (``_Stages``).
     """
 
     _IN_FLIGHT = 3
@@ -85,33 +116,30 @@ class BlobUpload:
     def __init__(self, blobs: BlobStore, blob_key: str, data_key: bytes, max_bytes: int) -> None:
         self._blobs = blobs
         self._key = blob_key
-        self._encryptor = Encryptor(data_key, blob_key, hashing=False)
+        self._encryptor = Encryptor(data_key, blob_key)
+        self._chunks = _ChunkCutter(self._encryptor.chunk_size)
         self._sha = hashlib.sha256()
         self._max = max_bytes
         self._received = 0
         self._stack = contextlib.ExitStack()
         self._file: BinaryIO | None = None
         self._stages: _Stages | None = None
-        self._writes: deque[Future[None]] = deque()
+        self._writes: deque[tuple[Future[None], bytearray | None, bytearray]] = deque()
+        self._sealed_free: list[bytearray] = []
 
     async def write_all(self, body: AsyncIterator[bytes]) -> WrittenBlob:
         self._stages = _Stages.acquire()
         try:
             await self._on_io(self._open)
-            pending: list[bytes] = []
-            pending_size = 0
             async for piece in body:
                 self._received += len(piece)
                 if self._received > self._max:
                     raise PayloadTooLarge(
                         f"the body exceeds the limit of {self._max} bytes", field="body"
                     )
-                pending.append(piece)
-                pending_size += len(piece)
-                if pending_size >= BATCH:
-                    await self._submit(b"".join(pending))
-                    pending, pending_size = [], 0
-            await self._submit(b"".join(pending))
+                for chunk in self._chunks.add(piece):
+                    await self._submit(chunk, memoryview(chunk), final=False)
+            await self._submit(None, self._chunks.last(), final=True)
             await self._on_io(self._finish)
         except BaseException as exc:
             await self._drain_quietly()
@@ -121,43 +149,50 @@ class BlobUpload:
         finally:
             self._stages.release()
             self._stages = None
-        size = self._encryptor.size
-        return WrittenBlob(self._key, size, self._sha.hexdigest())
+        return WrittenBlob(self._key, self._encryptor.size, self._sha.hexdigest())
 
     async def _on_io(self, fn: Callable[..., None], *args: object) -> None:
         assert self._stages is not None
         await asyncio.wrap_future(self._stages.io.submit(fn, *args))
 
-    async def _submit(self, batch: bytes) -> None:
+    async def _submit(self, owner: bytearray | None, plain: memoryview, *, final: bool) -> None:
+        """Queue one chunk; ``owner`` (the cutter's buffer) and the sealed buffer are reused
+        once the chunk is on disk."""
         stages = self._stages
         assert stages is not None
-        hashed = stages.sha.submit(self._sha.update, batch)
-        sealed = stages.seal.submit(self._encryptor.feed, batch)
-        self._writes.append(stages.io.submit(self._write_when_sealed, sealed, hashed))
+        out = self._sealed_free.pop() if self._sealed_free else bytearray(len(plain) + TAG)
+        if len(out) < len(plain) + TAG:
+            out = bytearray(len(plain) + TAG)
+        hashed = stages.sha.submit(self._sha.update, plain)
+        sealed = stages.seal.submit(self._encryptor.seal_chunk, plain, final, out)
+        written = stages.io.submit(self._write_when_sealed, sealed, hashed)
+        self._writes.append((written, owner, out))
         while len(self._writes) >= self._IN_FLIGHT:
-            await asyncio.wrap_future(self._writes.popleft())
+            done, buf, out = self._writes.popleft()
+            await asyncio.wrap_future(done)
+            self._sealed_free.append(out)
+            if buf is not None:
+                self._chunks.recycle(buf)
 
-    def _write_when_sealed(self, sealed: Future[bytes], hashed: Future[None]) -> None:
+    def _write_when_sealed(self, sealed: Future[bytes | memoryview], hashed: Future[None]) -> None:
         data = sealed.result()
         hashed.result()
-        if data:
-            assert self._file is not None
-            self._file.write(data)
+        assert self._file is not None
+        self._file.write(data)
 
     async def _drain_quietly(self) -> None:
         while self._writes:
             with contextlib.suppress(BaseException):
-                await asyncio.wrap_future(self._writes.popleft())
+                await asyncio.wrap_future(self._writes.popleft()[0])
 
     def _open(self) -> None:
         self._file = self._stack.enter_context(self._blobs.open_write(self._key))
+        self._file.write(self._encryptor.header())
 
     def _finish(self) -> None:
         # Runs on the io stage after every queued write: earlier writes are complete.
         while self._writes:
-            self._writes.popleft().result()
-        assert self._file is not None
-        self._file.write(self._encryptor.finish())
+            self._writes.popleft()[0].result()
         self._stack.close()
 
     def _abort(self, exc: BaseException) -> None:
@@ -172,6 +207,10 @@ class BlobDownload:
     object gives a clean integrity error. Later, each chunk is authenticated before it is sent,
     and the last piece is held back until the whole body's SHA-256 matches the stored one: a
     client never receives a complete body that is not exactly what was stored.
+
+    The blob is read one whole sealed chunk at a time (no re-buffering), with one chunk of
+    look-ahead to know which is final, and the next chunk is decrypted in a worker thread
+    while the current one is being sent, so disk, AES-GCM and the socket overlap.
     """
 
     def __init__(self, blobs: BlobStore, blob_key: str, data_key: bytes, sha256: str) -> None:
@@ -180,6 +219,8 @@ class BlobDownload:
         self._decryptor = Decryptor(data_key, blob_key)
         self._expected_sha = sha256
         self._file: BinaryIO | None = None
+        self._sealed_size = 0
+        self._pending = b""
         self._held = b""
         self._done = False
 
@@ -189,6 +230,8 @@ class BlobDownload:
     def _open_and_prime(self) -> None:
         self._file = self._blobs.open_read(self._key)
         try:
+            self._sealed_size = self._decryptor.open_header(self._file.read(HEADER_SIZE))
+            self._pending = self._file.read(self._sealed_size)
             self._held, self._done = self._step()
         except BaseException:
             self.close()
@@ -197,24 +240,24 @@ class BlobDownload:
     def _step(self) -> tuple[bytes, bool]:
         """The next authenticated plaintext, and whether the whole blob is now verified."""
         assert self._file is not None
-        while True:
-            data = self._file.read(READ_SIZE)
-            if not data:
-                tail = self._decryptor.finish()
-                if self._decryptor.sha256_hex != self._expected_sha:
-                    raise IntegrityFailure(f"stored object {self._key} does not match its SHA-256")
-                return tail, True
-            out = self._decryptor.feed(data)
-            if out:
-                return out, False
+        following = self._file.read(self._sealed_size)
+        final = not following
+        plain = self._decryptor.open_chunk(self._pending, final)
+        self._pending = following
+        if final and self._decryptor.sha256_hex != self._expected_sha:
+            raise IntegrityFailure(f"stored object {self._key} does not match its SHA-256")
+        return plain, final
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
             held, done = self._held, self._done
             while not done:
-                nxt, done = await anyio.to_thread.run_sync(self._step)
-                if held:
-                    yield held
+                following = asyncio.ensure_future(anyio.to_thread.run_sync(self._step))
+                try:
+                    if held:
+                        yield held
+                finally:
+                    nxt, done = await following
                 held = nxt
             if held:  # the last piece leaves only after the SHA-256 check passed
                 yield held
