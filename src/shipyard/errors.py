@@ -11,7 +11,8 @@
      ├── PayloadTooLarge             413 payload_too_large
      ├── ValidationFailed            422 validation_failed
      ├── RateLimited                 429 rate_limited
-     └── IntegrityFailure            500 integrity_error
+     ├── IntegrityFailure            500 integrity_error
+     └── StoreUnavailable            503 store_unavailable
 
 Services raise these; they never know about HTTP. ``field`` names the offending input so a
 client can point at it.
@@ -88,3 +89,10 @@ class RateLimited(ShipyardError):
 class IntegrityFailure(ShipyardError):
     status_code = 500
     code = "integrity_error"
+
+
+class StoreUnavailable(ShipyardError):
+    """The artifact store could not be reached or refused the operation (disk, S3)."""
+
+    status_code = 503
+    code = "store_unavailable"

@@ -21,6 +21,17 @@ from fsspec.implementations.local import LocalFileSystem
 
 from shipyard.errors import NotFound
 
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    """What a failing store raises: OSError (disk, s3fs) and botocore's own errors (S3)."""
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # pragma: no cover - s3fs brings botocore
+        return (OSError,)
+    return (OSError, BotoCoreError, ClientError)
+
+
+STORE_ERRORS = _store_errors()
 _KEY = re.compile(r"^[a-z0-9_-]+(/[a-z0-9_-]+){0,7}$")
 S3_BLOCK_SIZE = 8 * 1024 * 1024
 log = logging.getLogger("shipyard.storage")

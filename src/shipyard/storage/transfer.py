@@ -19,8 +19,8 @@ from typing import BinaryIO, ClassVar
 
 import anyio
 
-from shipyard.errors import IntegrityFailure, PayloadTooLarge
-from shipyard.storage.backends import BlobStore
+from shipyard.errors import IntegrityFailure, PayloadTooLarge, StoreUnavailable
+from shipyard.storage.backends import STORE_ERRORS, BlobStore
 from shipyard.storage.crypto import HEADER_SIZE, TAG, Decryptor, Encryptor
 
 
@@ -65,6 +65,11 @@ class _Stages:
                 return
         for executor in (self.sha, self.seal, self.io):
             executor.shutdown(wait=False)
+
+
+def _unavailable(operation: str, exc: BaseException) -> StoreUnavailable:
+    """A store failure (disk full, S3 down) as a 503 that names it, never a bare 500."""
+    return StoreUnavailable(f"the artifact store failed to {operation}: {exc}")
 
 
 class _ChunkCutter:
@@ -145,6 +150,8 @@ class BlobUpload:
             await self._drain_quietly()
             # On the io stage, so it runs after any write of this upload still under way.
             await self._on_io(self._abort, exc)
+            if isinstance(exc, STORE_ERRORS):
+                raise _unavailable("write", exc) from exc
             raise
         finally:
             self._stages.release()
@@ -225,7 +232,10 @@ class BlobDownload:
         self._done = False
 
     async def start(self) -> None:
-        await anyio.to_thread.run_sync(self._open_and_prime)
+        try:
+            await anyio.to_thread.run_sync(self._open_and_prime)
+        except STORE_ERRORS as exc:
+            raise _unavailable("read", exc) from exc
 
     def _open_and_prime(self) -> None:
         self._file = self._blobs.open_read(self._key)

@@ -246,8 +246,10 @@ def test_store_outage_gives_errors_not_hangs_and_records_nothing(tmp_path: Path)
 
             started = time.monotonic()
             r = c.put(f"{base}/artifacts/kept.bin", content=b"version two")
-            assert 500 <= r.status_code < 600, r.text
-            assert r.json()["error"]["code"]
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "store_unavailable"
+            assert "artifact store failed" in r.json()["error"]["message"]
+            assert c.get(f"{base}/artifacts/kept.bin").status_code == 503
             assert time.monotonic() - started < 45
 
             assert httpx.get(f"{server.url}/healthz").status_code == 200
