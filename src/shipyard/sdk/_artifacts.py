@@ -240,20 +240,26 @@ class Artifacts:
 def _hash_and_write_behind(
     chunks: Iterator[bytes], out: IO[bytes], total: int, progress: Progress | None
 ) -> str:
-    """Write and hash received bytes on a second thread while the next bytes arrive.
+    """Hash and write received bytes on two more threads while the next bytes arrive.
 
-    Hashing and disk writes release the GIL, so on a multi-core machine they overlap the
-    network read instead of adding to it. Pieces go over in batches of about ``CHUNK`` to
-    keep the hand-over cheap, and at most two batches wait, which bounds memory.
+    SHA-256 and disk writes release the GIL, so on a multi-core machine they overlap the
+    network read (and each other) instead of adding to it. Pieces go over in batches of about
+    ``CHUNK`` to keep the hand-over cheap; at most a few batches wait, which bounds memory.
     """
     sha = hashlib.sha256()
 
-    def consume(batch: list[bytes]) -> None:
+    def hash_batch(batch: list[bytes]) -> None:
         for piece in batch:
             sha.update(piece)
+
+    def write_batch(batch: list[bytes]) -> None:
+        for piece in batch:
             out.write(piece)
 
-    with ThreadPoolExecutor(1, thread_name_prefix="shipyard-download") as writer:
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="shipyard-sha") as hasher,
+        ThreadPoolExecutor(1, thread_name_prefix="shipyard-write") as writer,
+    ):
         waiting: deque[Future[None]] = deque()
         batch: list[bytes] = []
         size = done = 0
@@ -262,13 +268,15 @@ def _hash_and_write_behind(
             size += len(piece)
             done += len(piece)
             if size >= CHUNK:
-                waiting.append(writer.submit(consume, batch))
+                waiting.extend(
+                    (hasher.submit(hash_batch, batch), writer.submit(write_batch, batch))
+                )
                 batch, size = [], 0
-                if len(waiting) > 2:
+                while len(waiting) > 4:
                     waiting.popleft().result()
                 if progress is not None:
                     progress(done, total)
-        waiting.append(writer.submit(consume, batch))
+        waiting.extend((hasher.submit(hash_batch, batch), writer.submit(write_batch, batch)))
         for future in waiting:
             future.result()
     if progress is not None:
