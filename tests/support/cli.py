@@ -53,15 +53,9 @@ def run_cli(
     env: dict[str, str], *args: str, cwd: Path | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     """Run ``shipyard ARGS...`` with pipes (not a terminal) and return what it printed."""
-    return subprocess.run(
-        [*CLI, *args],
-        env=env,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
+    raw = run_cli_bytes(env, *args, cwd=cwd, timeout=timeout)
+    return subprocess.CompletedProcess(
+        raw.args, raw.returncode, raw.stdout.decode(), raw.stderr.decode()
     )
 
 
