@@ -88,6 +88,7 @@ def test_one_gib_round_trip_keeps_server_memory_flat(tmp_path: Path) -> None:
             with PeakRss(server.proc.pid) as rss:
                 assert _round_trip(c, url, GIB) == expected.hexdigest()
         growth = rss.peak - baseline
+        print(f"server RSS growth over a 1 GiB round trip: {growth / 2**20:.1f} MiB")
         assert growth < LIMIT, f"server RSS grew by {growth / 2**20:.0f} MiB"
     finally:
         server.stop()
