@@ -41,6 +41,13 @@ def list_teams(as_json: JsonOption = False) -> None:
         emit(client.list_teams(), TEAM_COLUMNS, as_json)
 
 
+@teams.command("show")
+def show_team(name: str, as_json: JsonOption = False) -> None:
+    """Show a team and its tag policy."""
+    with session() as client:
+        emit_one(client.get_team(name), as_json)
+
+
 @projects.command("create")
 def create_project(
     project: Annotated[str, typer.Argument(help="TEAM/PROJECT")],
@@ -59,6 +66,15 @@ def list_projects(team: str, as_json: JsonOption = False) -> None:
     """List a team's projects."""
     with session() as client:
         emit(client.list_projects(team), PROJECT_COLUMNS, as_json)
+
+
+@projects.command("show")
+def show_project(
+    project: Annotated[str, typer.Argument(help="TEAM/PROJECT")], as_json: JsonOption = False
+) -> None:
+    """Show a project and its tags."""
+    with session() as client:
+        emit_one(client.get_project(project), as_json)
 
 
 @users.command("create")

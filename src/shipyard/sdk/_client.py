@@ -157,6 +157,10 @@ class Session:
         result: dict[str, Any] = self.request("POST", "/api/v1/teams", json=body)
         return result
 
+    def get_team(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/api/v1/teams/{quote(name)}")
+        return result
+
     def list_teams(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.request("GET", "/api/v1/teams")
         return result
@@ -169,6 +173,14 @@ class Session:
         body = {"name": name, "description": description, "tags": tags or {}}
         result: dict[str, Any] = self.request(
             "POST", f"/api/v1/teams/{quote(team)}/projects", json=body
+        )
+        return result
+
+    def get_project(self, project: str) -> dict[str, Any]:
+        """Show ``"team/project"`` with its tags."""
+        team, name = split_project(project)
+        result: dict[str, Any] = self.request(
+            "GET", f"/api/v1/projects/{quote(team)}/{quote(name)}"
         )
         return result
 

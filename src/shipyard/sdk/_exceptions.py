@@ -4,7 +4,7 @@
      ├── ConfigurationError           no URL or credentials could be found
      ├── TransportError               the server could not be reached or the connection broke
      │    └── Timeout                 the server did not answer in time
-     ├── IntegrityError               a download did not match its SHA-256 (client-side check)
+     ├── IntegrityError               bytes that are not what was stored were refused
      └── APIError                     the server answered with an error (``status``, ``code``)
           ├── BadRequest              400 bad_request
           │    └── InvalidPath        400 invalid_path
@@ -16,7 +16,9 @@
           ├── PayloadTooLarge         413 payload_too_large
           ├── ValidationFailed        422 validation_failed (``field`` names the input)
           ├── RateLimited             429 rate_limited (``retry_after`` in seconds)
-          └── ServerError             5xx (``integrity_error`` for a corrupt stored object)
+          └── ServerError             5xx
+               ├── CorruptArtifact    500 integrity_error (also an ``IntegrityError``)
+               └── StoreUnavailable   503 store_unavailable (disk or S3 failing)
 
 Every ``APIError`` carries the server's ``request_id``, so a report can be matched to the
 server log.
@@ -45,7 +47,8 @@ class Timeout(TransportError):
 
 
 class IntegrityError(ShipyardError):
-    """Downloaded bytes do not match the SHA-256 the server recorded at upload."""
+    """Bytes that are not exactly what was stored were refused: by the SDK's own SHA-256
+    check of a download, or by the server (``CorruptArtifact``). Never partial data."""
 
 
 class APIError(ShipyardError):
@@ -121,7 +124,17 @@ class ServerError(APIError):
     """5xx: the server failed; ``request_id`` finds it in the server log."""
 
 
+class CorruptArtifact(ServerError, IntegrityError):
+    """500 integrity_error: the server found the stored object altered and sent nothing."""
+
+
+class StoreUnavailable(ServerError):
+    """503 store_unavailable: the artifact store (disk or S3) is failing; retry later."""
+
+
 _BY_CODE: dict[str, type[APIError]] = {
+    "integrity_error": CorruptArtifact,
+    "store_unavailable": StoreUnavailable,
     "invalid_path": InvalidPath,
     "stale_write": StaleWrite,
 }

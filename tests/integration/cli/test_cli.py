@@ -154,6 +154,13 @@ def test_a_team_tag_policy_applies_to_new_projects(admin_env: dict[str, str]) ->
     assert (project["team"], project["name"], project["tags"]) == (team, "p", {"Owner": "ana"})
     listed = ok_json(run_cli(admin_env, "projects", "ls", team, "--json"))
     assert [(p["name"], p["tags"]) for p in listed] == [("p", {"Owner": "ana"})]
+    shown = ok_json(run_cli(admin_env, "projects", "show", f"{team}/p", "--json"))
+    assert (shown["name"], shown["tags"]) == ("p", {"Owner": "ana"})
+    assert ok_json(run_cli(admin_env, "teams", "show", team, "--json"))["required_tags"] == [
+        "Owner"
+    ]
+    line = error_line(run_cli(admin_env, "projects", "show", f"{team}/nope"), 1)
+    assert status_of(line) == 404
 
     table = run_cli(admin_env, "projects", "ls", team)
     assert table.returncode == 0

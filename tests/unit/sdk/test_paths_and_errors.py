@@ -68,7 +68,9 @@ def _response(status: int, body: object, headers: dict[str, str] | None = None) 
         (413, "payload_too_large", exc.PayloadTooLarge),
         (422, "validation_failed", exc.ValidationFailed),
         (429, "rate_limited", exc.RateLimited),
-        (500, "integrity_error", exc.ServerError),
+        (500, "integrity_error", exc.CorruptArtifact),
+        (503, "store_unavailable", exc.StoreUnavailable),
+        (500, "internal", exc.ServerError),
         (503, "unavailable", exc.ServerError),
     ],
 )
@@ -83,6 +85,11 @@ def test_error_bodies_become_the_matching_exception(
     assert caught.value.field == "f"
     if cls is exc.RateLimited:
         assert caught.value.retry_after == 7
+
+
+def test_a_corrupt_artifact_is_both_a_server_and_an_integrity_error() -> None:
+    assert issubclass(exc.CorruptArtifact, exc.ServerError)
+    assert issubclass(exc.CorruptArtifact, exc.IntegrityError)
 
 
 def test_a_non_json_error_still_raises_with_the_text() -> None:
