@@ -44,7 +44,8 @@ def test_round_trip_at_size_boundaries(size: int, reuse_buffer: bool) -> None:
 
     plain = os.urandom(size)
     sealed = seal(plain, reuse_buffer=reuse_buffer)
-    assert plain not in sealed or size == 0
+    if size >= 16:  # shorter random strings turn up in any ciphertext by chance
+        assert plain not in sealed
     assert open_blob(sealed) == (plain, hashlib.sha256(plain).hexdigest())
 
 
