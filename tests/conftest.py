@@ -8,17 +8,24 @@ reason, and the header of the run says so.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from tests.support.servers import (
     RunningServer,
     fresh_postgres_database,
     postgres_reachable,
     start_server,
 )
+
+# CI replays the same examples every run (a red CI is then reproducible); local runs explore.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 PG_AVAILABLE = postgres_reachable()
 BACKENDS = ["sqlite", "postgresql"]
