@@ -8,9 +8,11 @@ the server could not be reached.
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
+from shipyard import __version__
 from shipyard.cli import artifacts, audit, auth, identity, keys, up
 from shipyard.sdk import APIError, ConfigurationError, ShipyardError, TransportError
 
@@ -23,8 +25,21 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"shipyard {__version__}\n")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
     """Shipyard: a self-hosted ML platform."""
 
 

@@ -15,8 +15,12 @@ def up(
     home: Annotated[
         Path | None, typer.Option(help="Where state lives (default $SHIPYARD_HOME or ~/.shipyard)")
     ] = None,
-    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="API port")] = 8080,
+    host: Annotated[
+        str | None, typer.Option(help="Interface to bind (default $SHIPYARD_HOST or 127.0.0.1)")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="API port (default $SHIPYARD_PORT or 8080)")
+    ] = None,
     gateway_port: Annotated[
         int | None, typer.Option(help="Gateway port (default: API port + 1)")
     ] = None,
@@ -25,7 +29,11 @@ def up(
     from shipyard.config import Settings
     from shipyard.server import prepare, serve
 
-    overrides: dict[str, object] = {"host": host, "port": port}
+    overrides: dict[str, object] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
     if home is not None:
         overrides["home"] = home.expanduser().resolve()
     if gateway_port is not None:
