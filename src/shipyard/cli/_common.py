@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -32,8 +30,9 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 
 def _local_admin_profile() -> Profile | None:
     """On the machine that runs ``shipyard up``, its admin credentials file is a last resort."""
-    home = Path(os.environ.get("SHIPYARD_HOME") or Path.home() / ".shipyard").expanduser()
-    creds = home / "admin-credentials.json"
+    from shipyard.config import Settings  # the server's own idea of where its home is
+
+    creds = Settings().credentials_path
     try:
         data = json.loads(creds.read_text())
         return Profile(url=data["url"], api_key=data["api_key"], username=data.get("username"))

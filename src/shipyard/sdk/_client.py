@@ -11,7 +11,7 @@ import httpx
 
 from shipyard.sdk._artifacts import Artifacts, split_project
 from shipyard.sdk._auth import BearerAuth
-from shipyard.sdk._config import Profile, load_profile, profile_name, resolve, save_profile
+from shipyard.sdk._config import Profile, profile_name, resolve, save_profile
 from shipyard.sdk._transport import check, mapped_transport_errors
 
 USER_AGENT = "shipyard-sdk"
@@ -44,10 +44,20 @@ class Session:
     ) -> None:
         self._profile_name = profile_name(profile)
         resolved = resolve(url, api_key, profile)
-        saved = load_profile(profile) if resolved.refresh_token else None
-        self.profile = resolved
-        self.url = resolved.url.rstrip("/")
-        self._auth = BearerAuth(resolved, self._save_refreshed if saved else None)
+        # Only a saved password login carries a refresh token; its rotations are saved back.
+        self._connect(resolved, timeout, transport, persist=bool(resolved.refresh_token))
+
+    def _connect(
+        self,
+        profile: Profile,
+        timeout: float,
+        transport: httpx.BaseTransport | None,
+        *,
+        persist: bool,
+    ) -> None:
+        self.profile = profile
+        self.url = profile.url.rstrip("/")
+        self._auth = BearerAuth(profile, self._save_refreshed if persist else None)
         self.http = httpx.Client(
             base_url=self.url,
             auth=self._auth,
@@ -81,15 +91,7 @@ class Session:
         """A session for an explicit profile (not read from or saved to the profile file)."""
         session = cls.__new__(cls)
         session._profile_name = profile_name(None)
-        session.profile = profile
-        session.url = profile.url.rstrip("/")
-        session._auth = BearerAuth(profile)
-        session.http = httpx.Client(
-            base_url=session.url,
-            auth=session._auth,
-            timeout=httpx.Timeout(timeout, connect=10.0),
-            headers={"User-Agent": USER_AGENT},
-        )
+        session._connect(profile, timeout, None, persist=False)
         return session
 
     def _save_refreshed(self, profile: Profile) -> None:

@@ -111,20 +111,16 @@ def _write_all(path: Path, everything: dict[str, Any]) -> None:
 
 def resolve(url: str | None, api_key: str | None, profile: str | None) -> Profile:
     """Pick the server and credentials by the documented order; raise when there is no URL."""
-    if url or api_key:
-        env_url = url or os.environ.get("SHIPYARD_URL")
-        saved = None if env_url else load_profile(profile)
-        chosen_url = env_url or (saved.url if saved else None)
-        if not chosen_url:
-            raise ConfigurationError("no server URL: pass url=... or set SHIPYARD_URL")
-        return Profile(url=chosen_url, api_key=api_key or os.environ.get("SHIPYARD_API_KEY"))
-    env_url, env_key = os.environ.get("SHIPYARD_URL"), os.environ.get("SHIPYARD_API_KEY")
-    if env_url:
-        return Profile(url=env_url, api_key=env_key)
+    url = url or os.environ.get("SHIPYARD_URL")
+    if url:  # given or from the environment: the saved profile is not consulted
+        return Profile(url=url, api_key=api_key or os.environ.get("SHIPYARD_API_KEY"))
     saved = load_profile(profile)
-    if saved is not None:
-        return saved
-    raise ConfigurationError(
-        "no Shipyard server configured: run 'shipyard login --url URL ...', "
-        "or set SHIPYARD_URL and SHIPYARD_API_KEY"
-    )
+    if saved is None and api_key:
+        raise ConfigurationError("no server URL: pass url=... or set SHIPYARD_URL")
+    if saved is None:
+        raise ConfigurationError(
+            "no Shipyard server configured: run 'shipyard login --url URL ...', "
+            "or set SHIPYARD_URL and SHIPYARD_API_KEY"
+        )
+    # A key passed without a URL goes to the saved profile's server.
+    return Profile(url=saved.url, api_key=api_key) if api_key else saved

@@ -156,4 +156,4 @@ def error_class(status: int, code: str) -> type[APIError]:
         return _BY_CODE[code]
     if status >= 500:
         return ServerError
-    return _BY_STATUS.get(status, BadRequest if status < 500 else ServerError)
+    return _BY_STATUS.get(status, BadRequest)

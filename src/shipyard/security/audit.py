@@ -71,7 +71,8 @@ def digest_message(seq: int, entry_hash_hex: str) -> bytes:
     return f"shipyard-audit-digest|{seq}|{entry_hash_hex}".encode()
 
 
-def _record_of(row: AuditEvent) -> AuditRecord:
+def record_of(row: AuditEvent) -> AuditRecord:
+    """The hashed content of a stored entry."""
     return AuditRecord(
         row.actor,
         row.action,
@@ -170,7 +171,7 @@ class AuditService:
             return f"entry {expected_seq} is missing (next is {row.seq})"
         if row.prev_hash != prev:
             return f"entry {row.seq} does not follow entry {row.seq - 1} (chain broken)"
-        if entry_hash(prev, row.seq, row.at, _record_of(row)) != row.hash:
+        if entry_hash(prev, row.seq, row.at, record_of(row)) != row.hash:
             return f"entry {row.seq} was altered (its hash does not match its content)"
         if digest is not None and digest.hash != row.hash:
             return f"entry {row.seq} does not match its signed digest"

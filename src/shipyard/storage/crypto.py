@@ -43,15 +43,6 @@ def unwrap_key(master_key: bytes, wrapped: bytes, *, context: bytes) -> bytes:
         raise IntegrityFailure("a data key does not unwrap with the master key") from exc
 
 
-def master_key_id(master_key: bytes) -> str:
-    return hashlib.sha256(master_key).hexdigest()[:16]
-
-
-def ciphertext_size(plaintext_size: int, chunk_size: int = DEFAULT_CHUNK) -> int:
-    chunks = max(1, -(-plaintext_size // chunk_size))
-    return HEADER_SIZE + plaintext_size + chunks * TAG
-
-
 def _aad(blob_id: bytes, chunk_size: int, index: int, final: bool) -> bytes:
     return blob_id + struct.pack(">IIB", chunk_size, index, 1 if final else 0)
 
@@ -115,7 +106,6 @@ class Decryptor:
         self._index = 0
         self._done = False
         self._sha = hashlib.sha256()
-        self.size = 0
 
     @property
     def sha256_hex(self) -> str:
@@ -149,5 +139,4 @@ class Decryptor:
         self._index += 1
         self._done = final
         self._sha.update(plain)
-        self.size += len(plain)
         return plain

@@ -1,7 +1,7 @@
 """Streaming encrypted transfers between an HTTP body and a blob, in constant memory.
 
-The event loop only gathers body pieces; encryption, hashing and blob I/O run in a worker
-thread on batches of a few MiB, so one large transfer never stalls other requests and the
+The event loop only moves body pieces; hashing, AES-GCM and blob I/O run on worker threads,
+a whole 4 MiB chunk at a time, so one large transfer never stalls other requests and the
 per-piece thread hop does not dominate.
 """
 

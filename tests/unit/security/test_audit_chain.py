@@ -15,7 +15,14 @@ from sqlalchemy.orm import Session
 
 from shipyard.db.engine import Database
 from shipyard.db.migrate import upgrade
-from shipyard.security.audit import GENESIS, AuditRecord, AuditService, VerifyResult, entry_hash
+from shipyard.security.audit import (
+    GENESIS,
+    AuditRecord,
+    AuditService,
+    VerifyResult,
+    entry_hash,
+    record_of,
+)
 from shipyard.security.keyring import SigningKey
 from shipyard.security.models import AuditDigest, AuditEvent
 
@@ -159,17 +166,7 @@ def test_a_rechained_edit_fails_at_the_next_digest(db: Database, audit: AuditSer
         for row in rows[1:]:
             if row.seq == 2:
                 row.actor = "mallory"
-            rec = AuditRecord(
-                row.actor,
-                row.action,
-                row.resource,
-                row.outcome,
-                row.status_code,
-                row.request_id,
-                row.client,
-                row.team,
-            )
-            row.prev_hash, row.hash = prev, entry_hash(prev, row.seq, row.at, rec)
+            row.prev_hash, row.hash = prev, entry_hash(prev, row.seq, row.at, record_of(row))
             prev = row.hash
     result = verify(db, audit)
     assert (result.ok, result.first_bad_seq) == (False, 4)
