@@ -31,6 +31,8 @@ from shipyard.security.tokens import AccessTokens
 from shipyard.storage.backends import make_blob_store
 from shipyard.storage.datakeys import DataKeys
 from shipyard.storage.service import ArtifactService
+from shipyard.tracking.datasets import DatasetService
+from shipyard.tracking.service import TrackingService
 
 
 @dataclass
@@ -42,6 +44,8 @@ class Platform:
     identity: IdentityService
     audit: AuditService
     artifacts: ArtifactService
+    tracking: TrackingService
+    datasets: DatasetService
     rewrappers: list[tuple[str, Rewrapper]]
     extras: dict[str, Any]
 
@@ -83,7 +87,17 @@ def build_platform(settings: Settings, *, migrate: bool = True) -> Platform:
         "store_description": blobs.describe(),
     }
     return Platform(
-        settings, db, master_key, signing_key, identity, audit, artifacts, rewrappers, extras
+        settings,
+        db,
+        master_key,
+        signing_key,
+        identity,
+        audit,
+        artifacts,
+        TrackingService(),
+        DatasetService(artifacts),
+        rewrappers,
+        extras,
     )
 
 

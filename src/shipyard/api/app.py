@@ -17,6 +17,8 @@ from shipyard.bootstrap import Platform
 from shipyard.security import admin_router, audit_router
 from shipyard.security import router as security_router
 from shipyard.storage import router as storage_router
+from shipyard.tracking import datasets_router
+from shipyard.tracking import router as tracking_router
 
 ROUTERS = (
     system.router,
@@ -24,6 +26,8 @@ ROUTERS = (
     audit_router.router,
     admin_router.router,
     storage_router.router,
+    tracking_router.router,
+    datasets_router.router,
 )
 log = logging.getLogger("shipyard")
 

@@ -3,5 +3,6 @@
 from shipyard.db.base import Base
 from shipyard.security import models as security_models
 from shipyard.storage import models as storage_models
+from shipyard.tracking import models as tracking_models
 
-__all__ = ["Base", "security_models", "storage_models"]
+__all__ = ["Base", "security_models", "storage_models", "tracking_models"]

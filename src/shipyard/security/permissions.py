@@ -28,6 +28,8 @@ class Permission(StrEnum):
     ARTIFACT_READ = "artifact:read"
     ARTIFACT_WRITE = "artifact:write"
     ARTIFACT_DELETE = "artifact:delete"
+    TRACKING_READ = "tracking:read"  # experiments, runs, metrics, datasets
+    TRACKING_WRITE = "tracking:write"
     AUDIT_READ = "audit:read"
     KEY_MANAGE = "key:manage"  # create/revoke one's own API keys within one's role
     ENDPOINT_INVOKE = "endpoint:invoke"
@@ -37,11 +39,13 @@ _VIEWER = {
     Permission.TEAM_READ,
     Permission.PROJECT_READ,
     Permission.ARTIFACT_READ,
+    Permission.TRACKING_READ,
     Permission.KEY_MANAGE,
 }
 _BUILDER = _VIEWER | {
     Permission.ARTIFACT_WRITE,
     Permission.ARTIFACT_DELETE,
+    Permission.TRACKING_WRITE,
     Permission.ENDPOINT_INVOKE,
 }
 _LEAD = _BUILDER | {Permission.PROJECT_CREATE, Permission.TEAM_MANAGE, Permission.AUDIT_READ}

@@ -101,28 +101,15 @@ async def put_artifact(
     if declared > platform.settings.max_upload_bytes:
         limit = platform.settings.max_upload_bytes
         raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes", field="body")
-    with platform.db.transaction() as s:
-        upload, key_version = service.begin_upload(s, access.project.id)
-    written = await upload.write_all(request.stream())
     content_type = request.headers.get("content-type") or "application/octet-stream"
-
-    def record() -> ArtifactVersion:
-        with platform.db.transaction() as s:
-            return service.record_version(
-                s,
-                access.project.id,
-                clean,
-                written,
-                key_version=key_version,
-                content_type=content_type[:255],
-                actor=access.principal.username,
-            )
-
-    try:
-        row = await anyio.to_thread.run_sync(record)
-    except BaseException:
-        await anyio.to_thread.run_sync(service.discard_blob, written.blob_key)
-        raise
+    row = await service.upload(
+        platform.db,
+        access.project.id,
+        clean,
+        request.stream(),
+        content_type=content_type,
+        actor=access.principal.username,
+    )
     return _out(row)
 
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from urllib.parse import quote
 
+import anyio
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from shipyard.db.engine import Database
 from shipyard.errors import Conflict, NotFound, PermissionDenied
 from shipyard.kit.ids import new_id
 from shipyard.kit.paths import validate_artifact_path
@@ -80,6 +82,45 @@ class ArtifactService:
         except IntegrityError as exc:  # only if a writer bypassed the lock
             raise Conflict(f"a concurrent write to {path!r} won; retry", field="path") from exc
         return row
+
+    async def upload(
+        self,
+        db: Database,
+        project_id: str,
+        path: str,
+        body: AsyncIterator[bytes],
+        *,
+        content_type: str,
+        actor: str,
+        then: Callable[[Session, ArtifactVersion], None] | None = None,
+    ) -> ArtifactVersion:
+        """Stream ``body`` into a new version of ``path``; ``then`` runs in the recording
+        transaction, so a domain row that points at the version commits with it or not at all.
+        The blob is written before any transaction opens: a slow upload holds no lock."""
+        with db.transaction() as s:
+            upload, key_version = self.begin_upload(s, project_id)
+        written = await upload.write_all(body)
+
+        def record() -> ArtifactVersion:
+            with db.transaction() as s:
+                row = self.record_version(
+                    s,
+                    project_id,
+                    path,
+                    written,
+                    key_version=key_version,
+                    content_type=content_type[:255],
+                    actor=actor,
+                )
+                if then is not None:
+                    then(s, row)
+                return row
+
+        try:
+            return await anyio.to_thread.run_sync(record)
+        except BaseException:
+            await anyio.to_thread.run_sync(self.discard_blob, written.blob_key)
+            raise
 
     def discard_blob(self, blob_key: str) -> None:
         self.blobs.delete(blob_key)

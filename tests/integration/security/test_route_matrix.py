@@ -39,6 +39,7 @@ PLATFORM = frozenset({"platform"})
 V1 = "/api/v1"
 PROJECT = V1 + "/projects/{team}/{project}"
 PASSWORD = "matrix-login-password"
+CSV = b"a,b\n1,x\n2,y\n"
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Call:
     params: dict[str, str] = field(default_factory=dict)
     json: Any = None
     content: bytes | None = None
+    query: dict[str, Any] | None = None
 
 
 class Matrix:
@@ -61,6 +63,10 @@ class Matrix:
         self.login_user = self._user("mx-login-")
         self.spare_user = self._user("mx-spare-")
         self._ok(self.admin.put(self._artifact("m/x.bin"), content=b"matrix"))
+        self._ok(self.admin.put(self._artifact("m/data.csv"), content=CSV))
+        self._ok(self.admin.post(self._project("/experiments"), json={"name": "mx-exp"}))
+        self.run_id = self._new_run()
+        self._ok(self.admin.put(self._project("/datasets/mx-data/versions"), content=CSV))
 
     def close(self) -> None:
         for client in self.clients.values():
@@ -73,6 +79,11 @@ class Matrix:
             "path": "m/x.bin",
             "key_id": "SHKNOSUCHKEY0000000",
             "username": self.spare_user,
+            "experiment": "mx-exp",
+            "run_id": self.run_id,
+            "key": "loss",
+            "name": "mx-data",
+            "version": "1",
         }
 
     def _user(self, prefix: str) -> str:
@@ -81,7 +92,17 @@ class Matrix:
         return name
 
     def _artifact(self, path: str) -> str:
-        return f"{V1}/projects/{self.tenant.team}/{self.tenant.project}/artifacts/{path}"
+        return self._project(f"/artifacts/{path}")
+
+    def _project(self, suffix: str) -> str:
+        return f"{V1}/projects/{self.tenant.team}/{self.tenant.project}{suffix}"
+
+    def _new_run(self) -> str:
+        run = self._ok(self.admin.post(self._project("/runs"), json={"experiment": "mx-exp"}))
+        run_id = str(run.json()["id"])
+        body = {"metrics": [{"key": "loss", "value": 0.5}], "tags": {"t": "x"}}
+        self._ok(self.admin.post(self._project(f"/runs/{run_id}/log"), json=body))
+        return run_id
 
     @staticmethod
     def _ok(response: httpx.Response) -> httpx.Response:
@@ -137,6 +158,41 @@ class Matrix:
     def presign_body(self, col: str) -> Call:
         return Call(json={"expires_in": 60})
 
+    def new_experiment(self, col: str) -> Call:
+        return Call(json={"name": unique("mx-exp-")})
+
+    def new_run(self, col: str) -> Call:
+        return Call(json={"experiment": "mx-exp", "name": f"by {col}"})
+
+    def search_body(self, col: str) -> Call:
+        return Call(json={"filter": "metrics.loss < 1", "experiments": ["mx-exp"]})
+
+    def compare_query(self, col: str) -> Call:
+        return Call(query={"run_id": [self.run_id]})
+
+    def run_rename(self, col: str) -> Call:
+        return Call(json={"name": f"renamed by {col}"})
+
+    def log_body(self, col: str) -> Call:
+        return Call(json={"metrics": [{"key": "loss", "value": 0.1, "step": 1}]})
+
+    def input_body(self, col: str) -> Call:
+        return Call(json={"dataset": "mx-data", "version": 1, "context": "training"})
+
+    def deletable_tag(self, col: str) -> Call:
+        url = self._project(f"/runs/{self.run_id}/log")
+        self._ok(self.admin.post(url, json={"tags": {"gone": "soon"}}))
+        return Call(params={"key": "gone"})
+
+    def new_dataset(self, col: str) -> Call:
+        return Call(json={"name": unique("mx-data-")})
+
+    def dataset_upload(self, col: str) -> Call:
+        return Call(content=CSV)
+
+    def dataset_register(self, col: str) -> Call:
+        return Call(json={"artifact_path": "m/data.csv"})
+
 
 Prepare = Callable[[Matrix, str], Call]
 
@@ -185,6 +241,29 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("GET", PROJECT + "/artifacts"): Row(READERS),
     ("GET", PROJECT + "/artifact-versions/{path}"): Row(READERS),
     ("POST", PROJECT + "/artifact-presign/{path}"): Row(READERS, Matrix.presign_body),
+    # tracking
+    ("POST", PROJECT + "/experiments"): Row(BUILDERS, Matrix.new_experiment),
+    ("GET", PROJECT + "/experiments"): Row(READERS),
+    ("GET", PROJECT + "/experiments/{experiment}"): Row(READERS),
+    ("POST", PROJECT + "/runs"): Row(BUILDERS, Matrix.new_run),
+    ("GET", PROJECT + "/runs"): Row(READERS),
+    ("POST", PROJECT + "/runs/search"): Row(READERS, Matrix.search_body),
+    ("GET", PROJECT + "/runs/compare"): Row(READERS, Matrix.compare_query),
+    ("GET", PROJECT + "/runs/{run_id}"): Row(READERS),
+    ("PATCH", PROJECT + "/runs/{run_id}"): Row(BUILDERS, Matrix.run_rename),
+    ("POST", PROJECT + "/runs/{run_id}/log"): Row(BUILDERS, Matrix.log_body),
+    ("POST", PROJECT + "/runs/{run_id}/inputs"): Row(BUILDERS, Matrix.input_body),
+    ("DELETE", PROJECT + "/runs/{run_id}/tags/{key}"): Row(BUILDERS, Matrix.deletable_tag),
+    ("GET", PROJECT + "/runs/{run_id}/metrics"): Row(READERS),
+    ("GET", PROJECT + "/runs/{run_id}/metrics/{key}/history"): Row(READERS),
+    ("POST", PROJECT + "/datasets"): Row(BUILDERS, Matrix.new_dataset),
+    ("GET", PROJECT + "/datasets"): Row(READERS),
+    ("GET", PROJECT + "/datasets/{name}"): Row(READERS),
+    ("PUT", PROJECT + "/datasets/{name}/versions"): Row(BUILDERS, Matrix.dataset_upload),
+    ("POST", PROJECT + "/datasets/{name}/versions"): Row(BUILDERS, Matrix.dataset_register),
+    ("GET", PROJECT + "/datasets/{name}/versions"): Row(READERS),
+    ("GET", PROJECT + "/datasets/{name}/versions/{version}"): Row(READERS),
+    ("GET", PROJECT + "/datasets/{name}/versions/{version}/runs"): Row(READERS),
 }
 
 
@@ -266,7 +345,7 @@ def test_route_matrix(server: RunningServer, matrix: Matrix) -> None:
             call = row.prepare(matrix, col) if row.prepare else Call()
             url = template.format(**(matrix.defaults() | call.params))
             response = matrix.clients[col].request(
-                method, url, json=call.json, content=call.content
+                method, url, json=call.json, content=call.content, params=call.query
             )
             problem = _verdict(col, row.allowed, method, response)
             if problem:

@@ -1,0 +1,1 @@
+"""Experiments, runs, metrics, datasets and lineage; MLflow-compatible REST."""

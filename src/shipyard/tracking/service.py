@@ -1,0 +1,475 @@
+"""Tracking logic: experiments, runs, batched metric writes, search, history, lineage.
+
+The batch is the unit of work: a client's buffered params, tags and metric points land in
+one transaction (all or nothing), and a single ``log_metric`` is just a batch of one.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from shipyard.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
+from shipyard.kit.ids import new_id
+from shipyard.tracking import schemas, search
+from shipyard.tracking.filters import FilterSyntaxError, parse_filter, parse_order_by
+from shipyard.tracking.models import Experiment, MetricSeries, Run
+from shipyard.tracking.repository import SeriesHead
+from shipyard.tracking.repository import tracking_repository as repo
+
+MAX_BATCH_ITEMS = 10_000
+DEFAULT_EXPERIMENT = "Default"
+STAGES = {"active": ("active",), "deleted": ("deleted",), "all": ("active", "deleted")}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def encode_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"o{offset}".encode()).decode()
+
+
+def decode_token(token: str | None, field: str = "page_token") -> int:
+    if not token:
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(token.encode()).decode()
+        if raw.startswith("o") and raw[1:].isdigit():
+            return int(raw[1:])
+    except (ValueError, UnicodeDecodeError):
+        pass
+    raise BadRequest("the page token is not valid; pass back one this server returned", field=field)
+
+
+def finite_or_text(value: float) -> float | str:
+    """JSON has no NaN or infinity; send them as protobuf JSON does."""
+    if math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def run_view(run: Run, experiment: str, extras: dict[str, Any]) -> schemas.RunOut:
+    return schemas.RunOut(
+        id=run.id,
+        experiment_id=run.experiment_id,
+        experiment=experiment,
+        name=run.name,
+        status=schemas.RunStatus(run.status),
+        start_time=run.start_time,
+        end_time=run.end_time,
+        user=run.user_id,
+        parent_run_id=run.parent_run_id,
+        source=schemas.Source(
+            name=run.source_name, git_commit=run.git_commit, git_dirty=run.git_dirty
+        ),
+        artifact_uri=run.artifact_root,
+        lifecycle_stage=run.lifecycle_stage,
+        **extras,
+    )
+
+
+class TrackingService:
+    # experiments ------------------------------------------------------------------------
+    def create_experiment(
+        self, s: Session, project_id: str, body: schemas.ExperimentCreate, actor: str
+    ) -> Experiment:
+        if repo.experiment_by_name(s, project_id, body.name) is not None:
+            raise Conflict(f"experiment {body.name!r} already exists", field="name")
+        row = Experiment(
+            project_id=project_id,
+            name=body.name,
+            description=body.description,
+            tags=dict(body.tags),
+            created_by=actor,
+        )
+        s.add(row)
+        s.flush()
+        return row
+
+    def experiment(self, s: Session, project_id: str, ref: str) -> Experiment:
+        """By id or by name, so users can type names and clients can pass ids."""
+        row = repo.experiment_by_id(s, project_id, ref) or repo.experiment_by_name(
+            s, project_id, ref
+        )
+        if row is None:
+            raise NotFound(f"experiment {ref!r} not found", field="experiment")
+        return row
+
+    def ensure_experiment(self, s: Session, project_id: str, ref: str, actor: str) -> Experiment:
+        found = repo.experiment_by_id(s, project_id, ref) or repo.experiment_by_name(
+            s, project_id, ref
+        )
+        if found is not None:
+            return found
+        return self.create_experiment(s, project_id, schemas.ExperimentCreate(name=ref), actor)
+
+    def experiments(self, s: Session, project_id: str, view: str = "active") -> list[Experiment]:
+        stage = None if view == "all" else view
+        return list(repo.experiments(s, project_id, stage))
+
+    def set_experiment_stage(self, s: Session, project_id: str, ref: str, stage: str) -> None:
+        self.experiment(s, project_id, ref).lifecycle_stage = stage
+        s.flush()
+
+    def rename_experiment(self, s: Session, project_id: str, ref: str, name: str) -> None:
+        row = self.experiment(s, project_id, ref)
+        if name != row.name and repo.experiment_by_name(s, project_id, name) is not None:
+            raise Conflict(f"experiment {name!r} already exists", field="name")
+        row.name = name
+        s.flush()
+
+    def set_experiment_tag(
+        self, s: Session, project_id: str, ref: str, key: str, value: str
+    ) -> None:
+        row = self.experiment(s, project_id, ref)
+        row.tags = {**row.tags, key: value}
+        s.flush()
+
+    # runs -------------------------------------------------------------------------------
+    def create_run(self, s: Session, project_id: str, body: schemas.RunCreate, actor: str) -> Run:
+        experiment = self.ensure_experiment(s, project_id, body.experiment, actor)
+        if body.parent_run_id:
+            self.run(s, project_id, body.parent_run_id, field="parent_run_id")
+        run_id = new_id()
+        run = Run(
+            id=run_id,
+            project_id=project_id,
+            experiment_id=experiment.id,
+            name=body.name or f"run-{run_id[:8]}",
+            status=schemas.RunStatus.RUNNING.value,
+            start_time=body.start_time if body.start_time is not None else now_ms(),
+            user_id=actor,
+            parent_run_id=body.parent_run_id,
+            source_name=body.source.name,
+            git_commit=body.source.git_commit,
+            git_dirty=body.source.git_dirty,
+            lifecycle_stage="active",
+            artifact_root=f"runs/{run_id}/artifacts",
+        )
+        s.add(run)
+        s.flush()
+        repo.insert_params(s, run_id, dict(body.params))
+        repo.upsert_tags(s, run_id, dict(body.tags))
+        return run
+
+    def run(self, s: Session, project_id: str, run_id: str, *, field: str = "run_id") -> Run:
+        row = repo.run(s, project_id, run_id) if len(run_id) <= 32 else None
+        if row is None:
+            raise NotFound(f"run {run_id!r} not found", field=field)
+        return row
+
+    def update_run(self, s: Session, project_id: str, run_id: str, body: schemas.RunUpdate) -> Run:
+        run = self.run(s, project_id, run_id)
+        if body.name is not None:
+            run.name = body.name
+        if body.status is not None:
+            run.status = body.status.value
+            if body.status.terminal:
+                run.end_time = body.end_time if body.end_time is not None else now_ms()
+            else:
+                run.end_time = None
+        elif body.end_time is not None:
+            run.end_time = body.end_time
+        s.flush()
+        return run
+
+    def set_run_stage(self, s: Session, project_id: str, run_id: str, stage: str) -> None:
+        self.run(s, project_id, run_id).lifecycle_stage = stage
+        s.flush()
+
+    def writable_run(self, s: Session, project_id: str, run_id: str) -> Run:
+        run = self.run(s, project_id, run_id)
+        if schemas.RunStatus(run.status).terminal:
+            raise Conflict(
+                f"run {run_id} is {run.status}; a finished run accepts no more data",
+                field="run_id",
+            )
+        return run
+
+    def record_input(
+        self, s: Session, project_id: str, run_id: str, body: schemas.DatasetInput
+    ) -> None:
+        """Lineage: the run read this dataset version (idempotent)."""
+        self.writable_run(s, project_id, run_id)
+        dataset = repo.dataset(s, project_id, body.dataset)
+        if dataset is None:
+            raise NotFound(f"dataset {body.dataset!r} not found", field="dataset")
+        version = repo.dataset_version(s, dataset.id, body.version)
+        if version is None:
+            raise NotFound(
+                f"dataset {body.dataset!r} has no version {body.version}", field="version"
+            )
+        repo.record_input(s, run_id, version.id, body.context)
+
+    def delete_tag(self, s: Session, project_id: str, run_id: str, key: str) -> None:
+        self.run(s, project_id, run_id)
+        if not repo.delete_tag(s, run_id, key):
+            raise NotFound(f"tag {key!r} not found on run {run_id}", field="key")
+
+    # logging ----------------------------------------------------------------------------
+    def log_batch(self, s: Session, project_id: str, run_id: str, batch: schemas.LogBatch) -> int:
+        """Write a whole batch in this transaction; returns the number of items written."""
+        items = len(batch.metrics) + len(batch.params) + len(batch.tags)
+        check_batch_size(items)
+        self.writable_run(s, project_id, run_id)
+        self._log_params(s, run_id, dict(batch.params))
+        repo.upsert_tags(s, run_id, dict(batch.tags))
+        self.log_points(s, run_id, [(m.key, m.value, m.step, m.timestamp) for m in batch.metrics])
+        return items
+
+    def _log_params(self, s: Session, run_id: str, params: dict[str, str]) -> None:
+        """Params are write-once: the same value again is a no-op, a different one a 409."""
+        if not params:
+            return
+        existing = repo.param_values(s, run_id, list(params))
+        for key, value in params.items():
+            if key in existing and existing[key] != value:
+                raise Conflict(
+                    f"param {key!r} was logged as {existing[key]!r}; params cannot change",
+                    field=f"params.{key}",
+                )
+        repo.insert_params(s, run_id, {k: v for k, v in params.items() if k not in existing})
+
+    def log_points(
+        self, s: Session, run_id: str, points: Sequence[tuple[str, float, int, int | None]]
+    ) -> None:
+        """Insert points with executemany and move each series' latest value forward."""
+        if not points:
+            return
+        stamp = now_ms()
+        heads = self._series_for(s, run_id, sorted({p[0] for p in points}))
+        rows: list[dict[str, Any]] = []
+        newest: dict[str, tuple[int, int, float]] = {}
+        counts: dict[str, int] = {}
+        for key, value, step, ts in points:
+            ts = stamp if ts is None else ts
+            nan = math.isnan(value)
+            rows.append(
+                {
+                    "series_id": heads[key].id,
+                    "step": step,
+                    "timestamp": ts,
+                    "value": 0.0 if nan else value,
+                    "is_nan": nan,
+                }
+            )
+            counts[key] = counts.get(key, 0) + 1
+            best = newest.get(key)
+            if best is None or (step, ts) >= best[:2]:
+                newest[key] = (step, ts, value)
+        repo.insert_points(s, rows)
+        self._move_heads(s, heads, newest, counts)
+
+    def _series_for(self, s: Session, run_id: str, keys: list[str]) -> dict[str, SeriesHead]:
+        heads = repo.lock_series(s, run_id, keys)
+        missing = [k for k in keys if k not in heads]
+        if missing:
+            low = -(2**62)
+            repo.create_series(
+                s,
+                [
+                    {
+                        "run_id": run_id,
+                        "key": k,
+                        "latest_value": 0.0,
+                        "latest_is_nan": False,
+                        "latest_step": low,
+                        "latest_timestamp": low,
+                        "point_count": 0,
+                    }
+                    for k in missing
+                ],
+            )
+            heads = repo.lock_series(s, run_id, keys)
+        return heads
+
+    def _move_heads(
+        self,
+        s: Session,
+        heads: dict[str, SeriesHead],
+        newest: dict[str, tuple[int, int, float]],
+        counts: dict[str, int],
+    ) -> None:
+        moved, counted = [], []
+        for key, (step, ts, value) in newest.items():
+            head = heads[key]
+            if (step, ts) >= (head.step, head.timestamp):
+                nan = math.isnan(value)
+                moved.append(
+                    {
+                        "sid": head.id,
+                        "v": 0.0 if nan else value,
+                        "nan": nan,
+                        "st": step,
+                        "ts": ts,
+                        "n": counts[key],
+                    }
+                )
+            else:
+                counted.append({"sid": head.id, "n": counts[key]})
+        if moved:
+            repo.update_series(s, moved)
+        if counted:
+            repo.bump_point_counts(s, counted)
+
+    # reading runs -----------------------------------------------------------------------
+    def views(self, s: Session, runs: Sequence[Run]) -> list[schemas.RunOut]:
+        """Runs with params, tags, latest metrics and inputs, in five queries for any count."""
+        ids = [r.id for r in runs]
+        names = repo.experiment_names(s, (r.experiment_id for r in runs))
+        params, tags = repo.params_of(s, ids), repo.tags_of(s, ids)
+        metrics, inputs = repo.latest_metrics_of(s, ids), repo.inputs_of(s, ids)
+        out = []
+        for run in runs:
+            latest = {
+                key: schemas.LatestMetric(value=math.nan if nan else value, step=step, timestamp=ts)
+                for key, (value, nan, step, ts) in metrics[run.id].items()
+            }
+            extras = {
+                "params": params[run.id],
+                "tags": tags[run.id],
+                "metrics": latest,
+                "inputs": inputs[run.id],
+            }
+            out.append(run_view(run, names.get(run.experiment_id, ""), extras))
+        return out
+
+    def view(self, s: Session, project_id: str, run_id: str) -> schemas.RunOut:
+        return self.views(s, [self.run(s, project_id, run_id)])[0]
+
+    def search(
+        self, s: Session, project_id: str, body: schemas.RunSearch
+    ) -> tuple[list[Run], str | None]:
+        try:
+            comparisons = parse_filter(body.filter)
+            order = parse_order_by(body.order_by)
+        except FilterSyntaxError as exc:
+            field = "order_by" if "order_by" in exc.message else "filter"
+            raise BadRequest(str(exc), field=field, position=exc.position) from exc
+        experiment_ids = None
+        if body.experiments is not None:
+            experiment_ids = [self.experiment(s, project_id, e).id for e in body.experiments]
+        query = search.build_query(
+            project_id, experiment_ids, comparisons, order, STAGES[body.run_view]
+        )
+        offset = decode_token(body.page_token)
+        ids = repo.search_ids(s, query.offset(offset).limit(body.max_results + 1))
+        more = len(ids) > body.max_results
+        ids = ids[: body.max_results]
+        by_id = repo.runs_by_ids(s, ids)
+        token = encode_token(offset + len(ids)) if more else None
+        return [by_id[i] for i in ids], token
+
+    def compare(self, s: Session, project_id: str, run_ids: Sequence[str]) -> schemas.Comparison:
+        runs = self.views(s, [self.run(s, project_id, r) for r in run_ids])
+        param_keys = sorted({k for r in runs for k in r.params})
+        metric_keys = sorted({k for r in runs for k in r.metrics})
+        return schemas.Comparison(
+            runs=runs,
+            params={k: [r.params.get(k) for r in runs] for k in param_keys},
+            metrics={
+                k: [r.metrics[k].value if k in r.metrics else None for r in runs]
+                for k in metric_keys
+            },
+        )
+
+    # history ----------------------------------------------------------------------------
+    def series(self, s: Session, project_id: str, run_id: str, key: str) -> MetricSeries | None:
+        self.run(s, project_id, run_id)
+        return repo.series(s, run_id, key)
+
+    def history(
+        self,
+        s: Session,
+        project_id: str,
+        run_id: str,
+        key: str,
+        *,
+        page_size: int,
+        page_token: str | None,
+        max_points: int | None,
+    ) -> dict[str, Any]:
+        """Columnar history: a page in (step, timestamp) order, or ``max_points`` buckets."""
+        series = self.series(s, project_id, run_id, key)
+        total = series.point_count if series else 0
+        if series is None:
+            columns: dict[str, Any] = {"steps": [], "values": [], "timestamps": []}
+            return schemas.history_body(
+                run_id,
+                key,
+                columns,
+                {"total_points": 0, "downsampled": False, "next_page_token": None},
+            )
+        if max_points is not None and total > max_points:
+            columns = self._downsampled(s, series.id, max_points)
+            extra: dict[str, Any] = {
+                "total_points": total,
+                "downsampled": True,
+                "next_page_token": None,
+            }
+            return schemas.history_body(run_id, key, columns, extra)
+        rows = repo.history_page(s, series.id, _keyset(page_token), page_size + 1)
+        token = _keyset_token(rows[page_size - 1]) if len(rows) > page_size else None
+        rows = rows[:page_size]
+        columns = {
+            "steps": [r[0] for r in rows],
+            "values": _values(r[2] if not r[3] else math.nan for r in rows),
+            "timestamps": [r[1] for r in rows],
+        }
+        extra = {"total_points": total, "downsampled": False, "next_page_token": token}
+        return schemas.history_body(run_id, key, columns, extra)
+
+    def _downsampled(self, s: Session, series_id: int, max_points: int) -> dict[str, Any]:
+        low_step, high_step, low_ts, high_ts = repo.axis_range(s, series_id)
+        by_time = high_step == low_step
+        low, high = (low_ts, high_ts) if by_time else (low_step, high_step)
+        width = max(1, math.ceil((high - low + 1) / max_points))
+        buckets = repo.history_buckets(s, series_id, low, width, by_time)
+        return {
+            "steps": [b[0] for b in buckets],
+            "values": _values(math.nan if b[2] is None else b[2] for b in buckets),
+            "timestamps": [b[1] for b in buckets],
+            "min": _values(math.nan if b[3] is None else b[3] for b in buckets),
+            "max": _values(math.nan if b[4] is None else b[4] for b in buckets),
+            "counts": [b[5] for b in buckets],
+        }
+
+    def metric_keys(self, s: Session, project_id: str, run_id: str) -> list[str]:
+        self.run(s, project_id, run_id)
+        return repo.metric_keys(s, run_id)
+
+
+def check_batch_size(items: int) -> None:
+    if items > MAX_BATCH_ITEMS:
+        raise PayloadTooLarge(
+            f"a batch may hold at most {MAX_BATCH_ITEMS} items (metrics + params + tags); "
+            f"this one has {items}",
+            field="metrics",
+            limit=MAX_BATCH_ITEMS,
+        )
+
+
+def _values(values: Any) -> list[float | str]:
+    return [v if math.isfinite(v) else finite_or_text(v) for v in values]
+
+
+def _keyset(token: str | None) -> tuple[int, int, int] | None:
+    if not token:
+        return None
+    try:
+        step, ts, point_id = (int(p) for p in base64.urlsafe_b64decode(token).decode().split(":"))
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the page token is not valid", field="page_token") from None
+    return step, ts, point_id
+
+
+def _keyset_token(row: tuple[int, int, float, bool, int]) -> str:
+    return base64.urlsafe_b64encode(f"{row[0]}:{row[1]}:{row[4]}".encode()).decode()
