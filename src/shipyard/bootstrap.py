@@ -69,6 +69,7 @@ def build_platform(settings: Settings, *, migrate: bool = True) -> Platform:
         refresh_ttl_s=settings.refresh_token_ttl_s,
         default_key_ttl_days=settings.api_key_default_ttl_days,
         login_throttle=SlidingWindow(settings.login_attempts_per_window, settings.login_window_s),
+        cache_ttl_s=settings.auth_cache_ttl_s,
     )
     audit = AuditService(signing_key, settings.audit_digest_every)
     blobs = make_blob_store(settings.resolved_store_url, s3_endpoint_url=settings.s3_endpoint_url)

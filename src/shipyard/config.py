@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     access_token_ttl_s: int = 3600
     refresh_token_ttl_s: int = 30 * 24 * 3600
     api_key_default_ttl_days: int = 90
+    # How long a process may go on trusting a resolved caller and project (0 disables);
+    # changes made through this process take effect at once.
+    auth_cache_ttl_s: float = 5.0
     login_attempts_per_window: int = 10
     login_window_s: int = 300
     audit_digest_every: int = 100

@@ -104,7 +104,14 @@ def start_server(
     timeout: float = 40,
 ) -> RunningServer:
     port = port or free_port()
-    env = {**os.environ, "SHIPYARD_LOG_LEVEL": "warning", **(extra_env or {})}
+    # A 1 s principal cache keeps the caching in play while tests that change the database
+    # behind the server's back wait only briefly for the change to show.
+    env = {
+        **os.environ,
+        "SHIPYARD_LOG_LEVEL": "warning",
+        "SHIPYARD_AUTH_CACHE_TTL_S": "1",
+        **(extra_env or {}),
+    }
     if db_url:
         env["SHIPYARD_DB_URL"] = db_url
     home.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from shipyard.api import system
 from shipyard.api.errors import install_error_handlers
 from shipyard.api.middleware import RequestContextMiddleware
 from shipyard.bootstrap import Platform
+from shipyard.kit.gcpause import freeze_startup_heap
 from shipyard.security import admin_router, audit_router
 from shipyard.security import router as security_router
 from shipyard.storage import router as storage_router
@@ -44,6 +45,7 @@ def _seal_audit(platform: Platform) -> None:
 def _lifespan(platform: Platform):  # type: ignore[no-untyped-def]
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        freeze_startup_heap()
         yield
         for hook in platform.extras.get("shutdown_hooks", ()):
             await anyio.to_thread.run_sync(hook)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -22,6 +23,7 @@ from shipyard.errors import (
 )
 from shipyard.kit.ids import new_secret, utcnow
 from shipyard.kit.ratelimit import SlidingWindow
+from shipyard.kit.ttlcache import TTLCache
 from shipyard.security import schemas
 from shipyard.security.keyring import MasterKey, seal_with, unseal_with
 from shipyard.security.models import ApiKey, Membership, Project, RefreshToken, Team, User
@@ -62,12 +64,24 @@ class IdentityService:
         refresh_ttl_s: int,
         default_key_ttl_days: int,
         login_throttle: SlidingWindow,
+        cache_ttl_s: float = 5.0,
     ) -> None:
         self._master = master_key
         self.access_tokens = access_tokens
         self._refresh_ttl = timedelta(seconds=refresh_ttl_s)
         self._default_key_ttl = timedelta(days=default_key_ttl_days)
         self._throttle = login_throttle
+        # Every request authenticates and resolves its project; both are cached briefly so
+        # the hot paths (metric logging) skip those queries. A change made here clears both.
+        self._principals: TTLCache[str, Principal] = TTLCache(cache_ttl_s)
+        self._places: TTLCache[tuple[str, str], tuple[Team, Project]] = TTLCache(cache_ttl_s)
+
+    def _changed(self, s: Session) -> None:
+        """Forget cached principals now and again at commit, so no request that read the
+        old rows meanwhile can put them back."""
+        self._principals.clear()
+        self._places.clear()
+        event.listen(s, "after_commit", lambda _s: self._principals.clear(), once=True)
 
     # --- users -------------------------------------------------------------------------
 
@@ -146,6 +160,24 @@ class IdentityService:
             raise Conflict(f"project {team.name}/{data.name} already exists") from exc
         return project
 
+    def cached_place(
+        self, principal: Principal, team: str, project: str
+    ) -> tuple[Team, Project] | None:
+        """Team and project from the cache, checked for this caller like ``find_project``."""
+        found = self._places.get((team, project))
+        if found is None or not principal.sees_project(found[0].id, found[1].id):
+            return None
+        return found
+
+    def locate(
+        self, s: Session, principal: Principal, team: str, project: str
+    ) -> tuple[Team, Project]:
+        """``find_team`` then ``find_project``, remembering the answer for ``cached_place``."""
+        found_team = self.find_team(s, principal, team)
+        found = self.find_project(s, principal, found_team, project)
+        self._places.put((team, project), (found_team, found))
+        return found_team, found
+
     def find_project(self, s: Session, principal: Principal, team: Team, name: str) -> Project:
         project = repo.project(s, team.id, name)
         if project is None or not principal.sees_project(team.id, project.id):
@@ -182,6 +214,7 @@ class IdentityService:
             self._check_outranks(principal, team, data.username, membership)
             membership.role = data.role
             s.flush()
+        self._changed(s)
         return membership
 
     def remove_member(self, s: Session, principal: Principal, team: Team, username: str) -> None:
@@ -192,6 +225,7 @@ class IdentityService:
         self._check_outranks(principal, team, username, membership)
         s.delete(membership)
         s.flush()
+        self._changed(s)
 
     @staticmethod
     def _check_outranks(
@@ -318,6 +352,7 @@ class IdentityService:
             raise NotFound(f"API key {key_id!r} not found", field="key_id")
         if row.revoked_at is None:
             row.revoked_at = utcnow()
+            self._changed(s)
             s.flush()
         return row
 
@@ -358,13 +393,19 @@ class IdentityService:
 
     # --- authentication ----------------------------------------------------------------
 
+    def cached_principal(self, token: str) -> Principal | None:
+        return self._principals.get(hash_token(token))
+
     def authenticate(self, s: Session, token: str) -> Principal:
         if looks_like_jwt(token):
             claims = self.access_tokens.decode(token)
             user = repo.user_by_id(s, claims.user_id)
             if user is None or user.disabled:
                 raise Unauthenticated("the access token is not valid")
-            return self._principal(s, user, None)
+            principal = self._principal(s, user, None)
+            until = claims.expires_at.timestamp()
+            self._principals.put(hash_token(token), principal, until_unix=until)
+            return principal
         key_id, secret = parse_api_key(token)
         row = repo.api_key(s, key_id)
         if row is None or not tokens_equal(row.secret_hash, hash_token(secret)):
@@ -377,7 +418,10 @@ class IdentityService:
         if user is None or user.disabled:
             raise Unauthenticated("the API key's user is disabled")
         scope = KeyScope(row.key_id, Role(row.role), row.team_id, row.project_id)
-        return self._principal(s, user, scope)
+        principal = self._principal(s, user, scope)
+        deadline = row.expires_at.timestamp() if row.expires_at is not None else None
+        self._principals.put(hash_token(token), principal, until_unix=deadline)
+        return principal
 
     def _principal(self, s: Session, user: User, key: KeyScope | None) -> Principal:
         roles = {m.team_id: Role(m.role) for m in repo.memberships_of_user(s, user.id)}

@@ -10,7 +10,7 @@ import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import jwt
 
@@ -64,7 +64,8 @@ class AccessTokens:
             raise Unauthenticated("the access token is not valid") from exc
         if claims.get("typ") != "access":
             raise Unauthenticated("the access token is not valid")
-        return AccessClaims(user_id=str(claims["sub"]), expires_at=claims["exp"])
+        expires_at = datetime.fromtimestamp(int(claims["exp"]), UTC)
+        return AccessClaims(user_id=str(claims["sub"]), expires_at=expires_at)
 
 
 def new_api_key_id() -> str:

@@ -12,9 +12,10 @@ from fastapi.security import HTTPAuthorizationCredentials
 from shipyard.api.deps import (
     PlatformDep,
     ProjectAccess,
-    authenticated,
+    authenticate_now,
     bearer_scheme,
     project_access,
+    resolve_project_access,
 )
 from shipyard.bootstrap import Platform
 from shipyard.errors import PayloadTooLarge
@@ -63,9 +64,9 @@ def _read_access(
 ) -> str:
     """A bearer token with artifact:read, or a valid presigned signature; returns project id."""
     if signature is None:
-        principal = authenticated(request, platform, credentials)
-        access = project_access(Permission.ARTIFACT_READ)(
-            request, platform, principal, team, project
+        principal = authenticate_now(request, platform, credentials)
+        access = resolve_project_access(
+            request, platform, principal, team, project, Permission.ARTIFACT_READ
         )
         return access.project.id
     with platform.db.read() as s:

@@ -161,6 +161,8 @@ def profile_file(path: Path, fmt: Format, *, top_k: int = 5) -> DatasetProfile:
 
     A missing file raises ``FileNotFoundError``: that is the caller's bug, not the upload's.
     """
+    if fmt not in ("csv", "parquet"):
+        raise ValueError(f"unknown dataset format {fmt!r}")
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0, got {top_k}")
     if _is_blank(path):
@@ -172,7 +174,7 @@ def profile_file(path: Path, fmt: Format, *, top_k: int = 5) -> DatasetProfile:
         except duckdb.Error as exc:
             if isinstance(exc, _NOT_THE_FILES_FAULT):
                 raise
-            raise DatasetFormatError(_condense_error(str(exc), path, fmt)) from exc
+            raise DatasetFormatError(_condense_error(str(exc), path)) from exc
         finally:
             con.close()
 
@@ -422,13 +424,15 @@ _LINE_RE = re.compile(r"CSV Error on Line: (\d+)")
 _WIDTH_RE = re.compile(r"Expected Number of Columns: (\d+) Found: (\d+)")
 _CONVERT_RE = re.compile(r'converting column "(.*?)"\. Could not convert string (.*?) to \'(\w+)\'')
 _PREFIX_RE = re.compile(r"^[A-Za-z ]*Error: ")
-_FORMAT_NAMES = {"csv": "CSV", "parquet": "Parquet"}
 _SKIPPED_PREFIXES = ("CSV Error on Line", "Original Line")  # the number is kept; row data is not
 _STOP_MARKERS = ("Possible fixes", "Possible solutions", "The search space", "LINE ", "file = ")
 
 
-def _condense_error(message: str, path: Path, fmt: Format) -> str:
-    """One short line from DuckDB's multi-line message: the line number and what was wrong."""
+def _condense_error(message: str, path: Path) -> str:
+    """One short line from DuckDB's multi-line message: the line number and what was wrong.
+
+    Only the why: callers add which file and format. The server's directory layout stays out.
+    """
     message = message.replace(str(path), path.name)
     line = _LINE_RE.search(message)
     width = _WIDTH_RE.search(message)
@@ -439,10 +443,7 @@ def _condense_error(message: str, path: Path, fmt: Format) -> str:
         detail = f'column "{convert[1]}": could not convert {convert[2]} to {convert[3]}'
     else:
         detail = _first_lines(message)
-    if line:
-        condensed = f"line {line[1]}: {detail}"
-    else:
-        condensed = f"not a readable {_FORMAT_NAMES[fmt]} file: {detail}"
+    condensed = f"line {line[1]}: {detail}" if line else detail
     if len(condensed) > _MAX_ERROR_CHARS:
         condensed = condensed[: _MAX_ERROR_CHARS - 1] + "…"
     return condensed

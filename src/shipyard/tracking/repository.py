@@ -36,6 +36,11 @@ def chunks(items: Sequence[str], size: int = IN_CHUNK) -> Iterable[Sequence[str]
         yield items[start : start + size]
 
 
+_POINT_COLUMNS = "series_id, step, timestamp, value, is_nan"
+_COPY_POINTS = f"COPY metric_points ({_POINT_COLUMNS}) FROM STDIN"
+_INSERT_POINTS = f"INSERT INTO metric_points ({_POINT_COLUMNS}) VALUES (?, ?, ?, ?, ?)"  # noqa: S608
+
+
 @dataclass
 class SeriesHead:
     """The latest point of a series as stored; the batch writer decides what replaces it."""
@@ -190,8 +195,17 @@ class TrackingRepository:
         else:
             s.execute(insert(MetricSeries), rows)
 
-    def insert_points(self, s: Session, rows: list[dict[str, Any]]) -> None:
-        s.execute(insert(MetricPoint), rows)
+    def insert_points(self, s: Session, rows: list[tuple[int, int, int, float, bool]]) -> None:
+        """Rows of (series_id, step, timestamp, value, is_nan): COPY on PostgreSQL, one
+        executemany on SQLite; both skip SQLAlchemy's per-row parameter processing."""
+        conn = s.connection()
+        if conn.dialect.name == "postgresql":
+            driver: Any = conn.connection.driver_connection
+            with driver.cursor() as cur, cur.copy(_COPY_POINTS) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return
+        conn.exec_driver_sql(_INSERT_POINTS, rows)
 
     def update_series(self, s: Session, rows: list[dict[str, Any]]) -> None:
         """Move each series' latest point and add to its point count (executemany)."""
@@ -226,7 +240,11 @@ class TrackingRepository:
     def history_page(
         self, s: Session, series_id: int, after: tuple[int, int, int] | None, limit: int
     ) -> list[tuple[int, int, float, bool, int]]:
-        """Points in (step, timestamp) order after a keyset position: no OFFSET scans."""
+        """Points in (step, timestamp) order after a keyset position: no OFFSET scans.
+
+        Rows come straight off the DBAPI cursor as plain tuples: building 100,000 Row
+        objects would cost more than the query itself.
+        """
         p = MetricPoint
         query = select(p.step, p.timestamp, p.value, p.is_nan, p.id).where(p.series_id == series_id)
         if after is not None:
@@ -237,7 +255,8 @@ class TrackingRepository:
                 | ((p.step == step) & (p.timestamp == ts) & (p.id > point_id))
             )
         query = query.order_by(p.step, p.timestamp, p.id).limit(limit)
-        return [tuple(row) for row in s.execute(query)]  # type: ignore[misc]
+        result: Any = s.connection().execute(query)
+        return list(result.cursor.fetchall())
 
     def history_buckets(
         self, s: Session, series_id: int, low: int, width: int, by_time: bool

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import anyio
 import orjson
-from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
+from shipyard.api.body import json_body, parse_body
 from shipyard.api.deps import PlatformDep, ProjectAccess, project_access
+from shipyard.kit.gcpause import paused_gc
 from shipyard.security.permissions import Permission
 from shipyard.tracking import schemas
 
@@ -118,13 +121,24 @@ def update_run(
         return platform.tracking.views(s, [run])[0]
 
 
-@router.post("/runs/{run_id}/log", status_code=status.HTTP_204_NO_CONTENT)
-def log_batch(
-    run_id: RunId, body: schemas.LogBatch, access: Writable, platform: PlatformDep
+@router.post(
+    "/runs/{run_id}/log",
+    status_code=status.HTTP_204_NO_CONTENT,
+    openapi_extra=json_body(schemas.LogBatch),
+)
+async def log_batch(
+    run_id: RunId, request: Request, access: Writable, platform: PlatformDep
 ) -> Response:
     """Log params, tags and metric points in one transaction (at most 10,000 items)."""
-    with platform.db.transaction() as s:
-        platform.tracking.log_batch(s, access.project.id, run_id, body)
+    raw = await request.body()
+    with paused_gc():
+        body = parse_body(schemas.LogBatch, raw)
+
+    def write() -> None:
+        with platform.db.transaction() as s:
+            platform.tracking.log_batch(s, access.project.id, run_id, body)
+
+    await anyio.to_thread.run_sync(write)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

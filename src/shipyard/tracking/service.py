@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from shipyard.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
+from shipyard.kit.gcpause import paused_gc
 from shipyard.kit.ids import new_id
 from shipyard.tracking import schemas, search
 from shipyard.tracking.filters import FilterSyntaxError, parse_filter, parse_order_by
@@ -222,7 +223,9 @@ class TrackingService:
         self.writable_run(s, project_id, run_id)
         self._log_params(s, run_id, dict(batch.params))
         repo.upsert_tags(s, run_id, dict(batch.tags))
-        self.log_points(s, run_id, [(m.key, m.value, m.step, m.timestamp) for m in batch.metrics])
+        with paused_gc():
+            points = [(m.key, m.value, m.step, m.timestamp) for m in batch.metrics]
+            self.log_points(s, run_id, points)
         return items
 
     def _log_params(self, s: Session, run_id: str, params: dict[str, str]) -> None:
@@ -246,21 +249,13 @@ class TrackingService:
             return
         stamp = now_ms()
         heads = self._series_for(s, run_id, sorted({p[0] for p in points}))
-        rows: list[dict[str, Any]] = []
+        rows: list[tuple[int, int, int, float, bool]] = []
         newest: dict[str, tuple[int, int, float]] = {}
         counts: dict[str, int] = {}
         for key, value, step, ts in points:
             ts = stamp if ts is None else ts
-            nan = math.isnan(value)
-            rows.append(
-                {
-                    "series_id": heads[key].id,
-                    "step": step,
-                    "timestamp": ts,
-                    "value": 0.0 if nan else value,
-                    "is_nan": nan,
-                }
-            )
+            nan = value != value  # NaN is the only float unequal to itself
+            rows.append((heads[key].id, step, ts, 0.0 if nan else value, nan))
             counts[key] = counts.get(key, 0) + 1
             best = newest.get(key)
             if best is None or (step, ts) >= best[:2]:
@@ -416,14 +411,10 @@ class TrackingService:
                 "next_page_token": None,
             }
             return schemas.history_body(run_id, key, columns, extra)
-        rows = repo.history_page(s, series.id, _keyset(page_token), page_size + 1)
-        token = _keyset_token(rows[page_size - 1]) if len(rows) > page_size else None
-        rows = rows[:page_size]
-        columns = {
-            "steps": [r[0] for r in rows],
-            "values": _values(r[2] if not r[3] else math.nan for r in rows),
-            "timestamps": [r[1] for r in rows],
-        }
+        with paused_gc():
+            rows = repo.history_page(s, series.id, _keyset(page_token), page_size + 1)
+            token = _keyset_token(rows[page_size - 1]) if len(rows) > page_size else None
+            columns = _columns(rows[:page_size])
         extra = {"total_points": total, "downsampled": False, "next_page_token": token}
         return schemas.history_body(run_id, key, columns, extra)
 
@@ -455,6 +446,19 @@ def check_batch_size(items: int) -> None:
             field="metrics",
             limit=MAX_BATCH_ITEMS,
         )
+
+
+def _columns(rows: Sequence[tuple[int, int, float, bool, int]]) -> dict[str, list[Any]]:
+    """Rows to arrays in C-speed passes; non-finite values are rewritten only when present."""
+    if not rows:
+        return {"steps": [], "values": [], "timestamps": []}
+    steps, timestamps, values, nans, _ids = zip(*rows, strict=True)
+    out: list[Any] = list(values)
+    if any(nans):
+        out = [math.nan if nan else v for v, nan in zip(out, nans, strict=True)]
+    if not all(map(math.isfinite, out)):
+        out = _values(out)
+    return {"steps": list(steps), "values": out, "timestamps": list(timestamps)}
 
 
 def _values(values: Any) -> list[float | str]:
