@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -120,6 +121,25 @@ class MetricPoint(Base):
     timestamp: Mapped[int] = mapped_column(BigInteger)
     value: Mapped[float] = mapped_column(Float)
     is_nan: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class MetricBlock(Base):
+    """One logged batch of one series as packed arrays: the read-optimised copy of history.
+
+    ``metric_points`` answers keyset pages; a whole history or a downsampled chart is read
+    from these blocks instead, a few blobs per series turned into arrays without building a
+    Python object per point. Values keep NaN natively (IEEE 754 in the blob).
+    """
+
+    __tablename__ = "metric_blocks"
+    __table_args__ = (Index("ix_metric_blocks_series", "series_id", "id"),)
+
+    id: Mapped[int] = mapped_column(AutoBigInt, primary_key=True, autoincrement=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("metric_series.id", ondelete="CASCADE"))
+    count: Mapped[int]
+    steps: Mapped[bytes] = mapped_column(LargeBinary)  # int64, little-endian
+    timestamps: Mapped[bytes] = mapped_column(LargeBinary)  # int64 epoch ms
+    values: Mapped[bytes] = mapped_column(LargeBinary)  # float64
 
 
 class Dataset(IdMixin, Base):

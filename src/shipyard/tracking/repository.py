@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, bindparam, case, delete, func, insert, select, update
+from sqlalchemy import Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -19,6 +19,7 @@ from shipyard.tracking.models import (
     Dataset,
     DatasetVersion,
     Experiment,
+    MetricBlock,
     MetricPoint,
     MetricSeries,
     Run,
@@ -207,6 +208,17 @@ class TrackingRepository:
             return
         conn.exec_driver_sql(_INSERT_POINTS, rows)
 
+    def insert_blocks(self, s: Session, rows: list[dict[str, Any]]) -> None:
+        s.execute(insert(MetricBlock), rows)
+
+    def blocks(self, s: Session, series_id: int) -> list[tuple[bytes, bytes, bytes]]:
+        query = (
+            select(MetricBlock.steps, MetricBlock.timestamps, MetricBlock.values)
+            .where(MetricBlock.series_id == series_id)
+            .order_by(MetricBlock.id)
+        )
+        return [(bytes(a), bytes(b), bytes(c)) for a, b, c in s.execute(query)]
+
     def update_series(self, s: Session, rows: list[dict[str, Any]]) -> None:
         """Move each series' latest point and add to its point count (executemany)."""
         table: Any = MetricSeries.__table__
@@ -257,42 +269,6 @@ class TrackingRepository:
         query = query.order_by(p.step, p.timestamp, p.id).limit(limit)
         result: Any = s.connection().execute(query)
         return list(result.cursor.fetchall())
-
-    def history_buckets(
-        self, s: Session, series_id: int, low: int, width: int, by_time: bool
-    ) -> list[tuple[int, int, float | None, float | None, float | None, int]]:
-        """Downsampled history: one row per bucket of ``width`` steps (or milliseconds).
-
-        Each bucket gives its first step, last timestamp, mean, min and max of the finite
-        values (NaN points only count), so spikes survive in min/max.
-        """
-        p = MetricPoint
-        axis = p.timestamp if by_time else p.step
-        bucket = (axis - low) // width if width > 1 else axis - low
-        real = case((p.is_nan, None), else_=p.value)
-        query = (
-            select(
-                func.min(p.step),
-                func.max(p.timestamp),
-                func.avg(real),
-                func.min(real),
-                func.max(real),
-                func.count(),
-            )
-            .where(p.series_id == series_id)
-            .group_by(bucket)
-            .order_by(bucket)
-        )
-        return [tuple(row) for row in s.execute(query)]
-
-    def axis_range(self, s: Session, series_id: int) -> tuple[int, int, int, int]:
-        p = MetricPoint
-        row = s.execute(
-            select(
-                func.min(p.step), func.max(p.step), func.min(p.timestamp), func.max(p.timestamp)
-            ).where(p.series_id == series_id)
-        ).one()
-        return (row[0] or 0, row[1] or 0, row[2] or 0, row[3] or 0)
 
     def metric_keys(self, s: Session, run_id: str) -> list[str]:
         return list(

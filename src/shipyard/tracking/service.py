@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from shipyard.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from shipyard.kit.gcpause import paused_gc
 from shipyard.kit.ids import new_id
-from shipyard.tracking import schemas, search
+from shipyard.tracking import columnar, schemas, search
 from shipyard.tracking.filters import FilterSyntaxError, parse_filter, parse_order_by
 from shipyard.tracking.models import Experiment, MetricSeries, Run
 from shipyard.tracking.repository import SeriesHead
@@ -250,18 +250,18 @@ class TrackingService:
         stamp = now_ms()
         heads = self._series_for(s, run_id, sorted({p[0] for p in points}))
         rows: list[tuple[int, int, int, float, bool]] = []
-        newest: dict[str, tuple[int, int, float]] = {}
-        counts: dict[str, int] = {}
+        per_key: dict[str, tuple[list[int], list[int], list[float]]] = {}
         for key, value, step, ts in points:
             ts = stamp if ts is None else ts
             nan = value != value  # NaN is the only float unequal to itself
             rows.append((heads[key].id, step, ts, 0.0 if nan else value, nan))
-            counts[key] = counts.get(key, 0) + 1
-            best = newest.get(key)
-            if best is None or (step, ts) >= best[:2]:
-                newest[key] = (step, ts, value)
+            arrays = per_key.get(key) or per_key.setdefault(key, ([], [], []))
+            arrays[0].append(step)
+            arrays[1].append(ts)
+            arrays[2].append(value)
         repo.insert_points(s, rows)
-        self._move_heads(s, heads, newest, counts)
+        repo.insert_blocks(s, [_block(heads[k].id, *arrays) for k, arrays in per_key.items()])
+        self._move_heads(s, heads, _newest(per_key))
 
     def _series_for(self, s: Session, run_id: str, keys: list[str]) -> dict[str, SeriesHead]:
         heads = repo.lock_series(s, run_id, keys)
@@ -287,29 +287,18 @@ class TrackingService:
         return heads
 
     def _move_heads(
-        self,
-        s: Session,
-        heads: dict[str, SeriesHead],
-        newest: dict[str, tuple[int, int, float]],
-        counts: dict[str, int],
+        self, s: Session, heads: dict[str, SeriesHead], newest: dict[str, Newest]
     ) -> None:
+        """Advance each series' latest point where the batch has a later one; count all."""
         moved, counted = [], []
-        for key, (step, ts, value) in newest.items():
+        for key, (step, ts, value, count) in newest.items():
             head = heads[key]
             if (step, ts) >= (head.step, head.timestamp):
                 nan = math.isnan(value)
-                moved.append(
-                    {
-                        "sid": head.id,
-                        "v": 0.0 if nan else value,
-                        "nan": nan,
-                        "st": step,
-                        "ts": ts,
-                        "n": counts[key],
-                    }
-                )
+                v = 0.0 if nan else value
+                moved.append({"sid": head.id, "v": v, "nan": nan, "st": step, "ts": ts, "n": count})
             else:
-                counted.append({"sid": head.id, "n": counts[key]})
+                counted.append({"sid": head.id, "n": count})
         if moved:
             repo.update_series(s, moved)
         if counted:
@@ -392,50 +381,59 @@ class TrackingService:
         page_token: str | None,
         max_points: int | None,
     ) -> dict[str, Any]:
-        """Columnar history: a page in (step, timestamp) order, or ``max_points`` buckets."""
+        """Columnar history: all of it, a keyset page, or ``max_points`` buckets.
+
+        Whole histories and charts come from the packed blocks (arrays, no per-point
+        objects); a page token or a page smaller than the history reads the row store.
+        """
         series = self.series(s, project_id, run_id, key)
         total = series.point_count if series else 0
-        if series is None:
-            columns: dict[str, Any] = {"steps": [], "values": [], "timestamps": []}
-            return schemas.history_body(
-                run_id,
-                key,
-                columns,
-                {"total_points": 0, "downsampled": False, "next_page_token": None},
-            )
-        if max_points is not None and total > max_points:
-            columns = self._downsampled(s, series.id, max_points)
-            extra: dict[str, Any] = {
-                "total_points": total,
-                "downsampled": True,
-                "next_page_token": None,
-            }
-            return schemas.history_body(run_id, key, columns, extra)
+        extra: dict[str, Any] = {"total_points": total, "downsampled": False}
+        if series is None or total == 0:
+            return schemas.history_body(run_id, key, _EMPTY, {**extra, "next_page_token": None})
+        if page_token is None and (total <= page_size or max_points is not None):
+            with paused_gc():
+                history = columnar.unpack(repo.blocks(s, series.id))
+                if max_points is not None and len(history) > max_points:
+                    extra["downsampled"] = True
+                    columns = columnar.downsample(history, max_points)
+                else:
+                    columns = columnar.columns(history)
+            return schemas.history_body(run_id, key, columns, {**extra, "next_page_token": None})
         with paused_gc():
             rows = repo.history_page(s, series.id, _keyset(page_token), page_size + 1)
             token = _keyset_token(rows[page_size - 1]) if len(rows) > page_size else None
             columns = _columns(rows[:page_size])
-        extra = {"total_points": total, "downsampled": False, "next_page_token": token}
-        return schemas.history_body(run_id, key, columns, extra)
-
-    def _downsampled(self, s: Session, series_id: int, max_points: int) -> dict[str, Any]:
-        low_step, high_step, low_ts, high_ts = repo.axis_range(s, series_id)
-        by_time = high_step == low_step
-        low, high = (low_ts, high_ts) if by_time else (low_step, high_step)
-        width = max(1, math.ceil((high - low + 1) / max_points))
-        buckets = repo.history_buckets(s, series_id, low, width, by_time)
-        return {
-            "steps": [b[0] for b in buckets],
-            "values": _values(math.nan if b[2] is None else b[2] for b in buckets),
-            "timestamps": [b[1] for b in buckets],
-            "min": _values(math.nan if b[3] is None else b[3] for b in buckets),
-            "max": _values(math.nan if b[4] is None else b[4] for b in buckets),
-            "counts": [b[5] for b in buckets],
-        }
+        return schemas.history_body(run_id, key, columns, {**extra, "next_page_token": token})
 
     def metric_keys(self, s: Session, project_id: str, run_id: str) -> list[str]:
         self.run(s, project_id, run_id)
         return repo.metric_keys(s, run_id)
+
+
+Newest = tuple[int, int, float, int]  # step, timestamp, value, points in the batch
+
+
+def _newest(per_key: dict[str, tuple[list[int], list[int], list[float]]]) -> dict[str, Newest]:
+    """Each key's latest point in the batch: max (step, timestamp), the last one on ties."""
+    out: dict[str, Newest] = {}
+    for key, (steps, stamps, values) in per_key.items():
+        best = max(range(len(steps)), key=lambda i: (steps[i], stamps[i], i))
+        out[key] = (steps[best], stamps[best], values[best], len(steps))
+    return out
+
+
+def _block(
+    series_id: int, steps: list[int], stamps: list[int], values: list[float]
+) -> dict[str, Any]:
+    packed_steps, packed_stamps, packed_values = columnar.pack(steps, stamps, values)
+    return {
+        "series_id": series_id,
+        "count": len(steps),
+        "steps": packed_steps,
+        "timestamps": packed_stamps,
+        "values": packed_values,
+    }
 
 
 def check_batch_size(items: int) -> None:
@@ -446,6 +444,9 @@ def check_batch_size(items: int) -> None:
             field="metrics",
             limit=MAX_BATCH_ITEMS,
         )
+
+
+_EMPTY: dict[str, list[Any]] = {"steps": [], "values": [], "timestamps": []}
 
 
 def _columns(rows: Sequence[tuple[int, int, float, bool, int]]) -> dict[str, list[Any]]:
