@@ -31,7 +31,7 @@ class History:
 
 
 def pack(
-    steps: Sequence[int], timestamps: Sequence[int], values: Sequence[float]
+    steps: npt.ArrayLike, timestamps: npt.ArrayLike, values: npt.ArrayLike
 ) -> tuple[bytes, bytes, bytes]:
     return (
         np.asarray(steps, dtype=STEP).tobytes(),
@@ -40,14 +40,23 @@ def pack(
     )
 
 
+def concat(
+    blocks: Sequence[tuple[bytes, bytes, bytes]],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Blocks joined in arrival order (no reordering: the result is stored again)."""
+    return (
+        np.concatenate([np.frombuffer(b[0], dtype=STEP) for b in blocks]),
+        np.concatenate([np.frombuffer(b[1], dtype=STEP) for b in blocks]),
+        np.concatenate([np.frombuffer(b[2], dtype=VALUE) for b in blocks]),
+    )
+
+
 def unpack(blocks: Sequence[tuple[bytes, bytes, bytes]]) -> History:
     """Concatenate blocks (in arrival order) and order the points by (step, timestamp)."""
     if not blocks:
         empty = np.empty(0, dtype=STEP)
         return History(empty, empty.copy(), np.empty(0, dtype=VALUE))
-    steps = np.concatenate([np.frombuffer(b[0], dtype=STEP) for b in blocks])
-    stamps = np.concatenate([np.frombuffer(b[1], dtype=STEP) for b in blocks])
-    values = np.concatenate([np.frombuffer(b[2], dtype=VALUE) for b in blocks])
+    steps, stamps, values = concat(blocks)
     if not _ordered(steps, stamps):
         order = np.lexsort((stamps, steps))  # stable: equal keys keep arrival order
         steps, stamps, values = steps[order], stamps[order], values[order]

@@ -219,6 +219,27 @@ class TrackingRepository:
         )
         return [(bytes(a), bytes(b), bytes(c)) for a, b, c in s.execute(query)]
 
+    def tail_blocks(self, s: Session, series_id: int, limit: int) -> list[tuple[int, int]]:
+        """(id, count) of the newest blocks of a series, newest first (index only)."""
+        query = (
+            select(MetricBlock.id, MetricBlock.count)
+            .where(MetricBlock.series_id == series_id)
+            .order_by(MetricBlock.id.desc())
+            .limit(limit)
+        )
+        return [(int(i), int(n)) for i, n in s.execute(query)]
+
+    def blocks_by_id(self, s: Session, ids: Sequence[int]) -> list[tuple[bytes, bytes, bytes]]:
+        query = (
+            select(MetricBlock.steps, MetricBlock.timestamps, MetricBlock.values)
+            .where(MetricBlock.id.in_(list(ids)))
+            .order_by(MetricBlock.id)
+        )
+        return [(bytes(a), bytes(b), bytes(c)) for a, b, c in s.execute(query)]
+
+    def delete_blocks(self, s: Session, ids: Sequence[int]) -> None:
+        s.execute(delete(MetricBlock).where(MetricBlock.id.in_(list(ids))))
+
     def update_series(self, s: Session, rows: list[dict[str, Any]]) -> None:
         """Move each series' latest point and add to its point count (executemany)."""
         table: Any = MetricSeries.__table__

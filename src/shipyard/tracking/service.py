@@ -24,6 +24,8 @@ from shipyard.tracking.repository import SeriesHead
 from shipyard.tracking.repository import tracking_repository as repo
 
 MAX_BATCH_ITEMS = 10_000
+SMALL_BLOCK = 512  # points; smaller history blocks are merged, MERGE_RUN at a time
+MERGE_RUN = 8
 DEFAULT_EXPERIMENT = "Default"
 STAGES = {"active": ("active",), "deleted": ("deleted",), "all": ("active", "deleted")}
 
@@ -261,7 +263,26 @@ class TrackingService:
             arrays[2].append(value)
         repo.insert_points(s, rows)
         repo.insert_blocks(s, [_block(heads[k].id, *arrays) for k, arrays in per_key.items()])
+        for key, arrays in per_key.items():
+            if len(arrays[0]) < SMALL_BLOCK:
+                self._merge_small_tail(s, heads[key].id)
         self._move_heads(s, heads, _newest(per_key))
+
+    def _merge_small_tail(self, s: Session, series_id: int) -> None:
+        """Keep one-point-per-call logging from leaving a history of tiny blocks.
+
+        When the newest ``MERGE_RUN`` blocks of a series are all small, they become one
+        (they are the tail, so arrival order holds). Each point is rewritten a bounded
+        number of times (about log base MERGE_RUN of SMALL_BLOCK), and reads stay a few
+        hundred blobs for any history.
+        """
+        tail = repo.tail_blocks(s, series_id, MERGE_RUN)
+        if len(tail) < MERGE_RUN or any(count >= SMALL_BLOCK for _, count in tail):
+            return
+        ids = [block_id for block_id, _ in tail]
+        merged = columnar.concat(repo.blocks_by_id(s, ids))
+        repo.delete_blocks(s, ids)
+        repo.insert_blocks(s, [_block(series_id, *merged)])
 
     def _series_for(self, s: Session, run_id: str, keys: list[str]) -> dict[str, SeriesHead]:
         heads = repo.lock_series(s, run_id, keys)
@@ -423,13 +444,11 @@ def _newest(per_key: dict[str, tuple[list[int], list[int], list[float]]]) -> dic
     return out
 
 
-def _block(
-    series_id: int, steps: list[int], stamps: list[int], values: list[float]
-) -> dict[str, Any]:
+def _block(series_id: int, steps: Any, stamps: Any, values: Any) -> dict[str, Any]:
     packed_steps, packed_stamps, packed_values = columnar.pack(steps, stamps, values)
     return {
         "series_id": series_id,
-        "count": len(steps),
+        "count": len(packed_steps) // 8,
         "steps": packed_steps,
         "timestamps": packed_stamps,
         "values": packed_values,

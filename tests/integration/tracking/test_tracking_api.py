@@ -193,3 +193,23 @@ def test_viewers_read_but_cannot_write_and_other_teams_see_nothing(
     with server.client(stranger.keys["lead"]) as s:
         assert s.get(f"{_base(tenant)}/runs/{run['id']}").status_code == 404
         assert s.get(f"{_base(stranger)}/runs/{run['id']}").status_code == 404
+
+
+def test_one_point_per_call_history_reads_whole_and_in_order(
+    server: RunningServer, tenant: Tenant
+) -> None:
+    """Single-point logging leaves small history blocks that get merged; nothing is lost."""
+    with server.client(tenant.keys["scientist"]) as c:
+        run = _run(c, tenant, unique("exp-"))
+        for step in reversed(range(100)):
+            r = _log(
+                c, tenant, run["id"], metrics=[{"key": "lr", "value": step / 10, "step": step}]
+            )
+            assert r.status_code == 204
+        whole = c.get(f"{_base(tenant)}/runs/{run['id']}/metrics/lr/history").json()
+        paged = c.get(
+            f"{_base(tenant)}/runs/{run['id']}/metrics/lr/history", params={"page_size": 60}
+        ).json()
+    assert whole["steps"] == list(range(100))
+    assert whole["values"] == [s / 10 for s in range(100)]
+    assert paged["steps"] == list(range(60)) and paged["next_page_token"]
