@@ -20,11 +20,11 @@ from tests.support.cli import cli_env
 from tests.support.servers import RunningServer, start_server
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = ["README.md", "docs/artifacts.md", "docs/security.md"]
+DOCS = ["README.md", "docs/artifacts.md", "docs/security.md", "docs/tracking.md"]
 DOC_URL = "http://127.0.0.1:8080"
 SKIPPED = ("make ", "source ", "export ", "shipyard up")
 # What a document assumes was done before it (it says so in its text).
-PRELUDE = {"docs/artifacts.md": "README.md"}
+PRELUDE = {"docs/artifacts.md": "README.md", "docs/tracking.md": "README.md"}
 
 
 def blocks(text: str, language: str) -> list[str]:

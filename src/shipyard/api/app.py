@@ -18,7 +18,7 @@ from shipyard.kit.gcpause import freeze_startup_heap
 from shipyard.security import admin_router, audit_router
 from shipyard.security import router as security_router
 from shipyard.storage import router as storage_router
-from shipyard.tracking import datasets_router
+from shipyard.tracking import datasets_router, mlflow_router
 from shipyard.tracking import router as tracking_router
 
 ROUTERS = (
@@ -29,6 +29,7 @@ ROUTERS = (
     storage_router.router,
     tracking_router.router,
     datasets_router.router,
+    mlflow_router.router,
 )
 log = logging.getLogger("shipyard")
 

@@ -1,4 +1,9 @@
-"""The one place where errors become HTTP responses: ``{"error": {code, message, request_id}}``."""
+"""The one place where errors become HTTP responses: ``{"error": {code, message, request_id}}``.
+
+MLflow's compatibility routes (``/api/2.0/...``) answer in MLflow's shape instead,
+``{"error_code": "RESOURCE_DOES_NOT_EXIST", "message": ...}``, with the same HTTP status:
+MLflow clients raise on the code. A code that is already MLflow's (upper case) passes through.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +34,27 @@ _HTTP_CODES = {
     429: "rate_limited",
 }
 
+MLFLOW_PREFIX = "/api/2.0/"
+_MLFLOW_CODES = {
+    "bad_request": "INVALID_PARAMETER_VALUE",
+    "invalid_path": "INVALID_PARAMETER_VALUE",
+    "validation_failed": "INVALID_PARAMETER_VALUE",
+    "payload_too_large": "INVALID_PARAMETER_VALUE",
+    "unauthenticated": "UNAUTHENTICATED",
+    "permission_denied": "PERMISSION_DENIED",
+    "not_found": "RESOURCE_DOES_NOT_EXIST",
+    "method_not_allowed": "ENDPOINT_NOT_FOUND",
+    "conflict": "RESOURCE_ALREADY_EXISTS",
+    "stale_write": "ABORTED",
+    "rate_limited": "REQUEST_LIMIT_EXCEEDED",
+    "store_unavailable": "TEMPORARILY_UNAVAILABLE",
+    "integrity_error": "DATA_LOSS",
+}
+
+
+def mlflow_error_code(code: str) -> str:
+    return code if code.isupper() else _MLFLOW_CODES.get(code, "INTERNAL_ERROR")
+
 
 def request_id_of(request: Request) -> str:
     return str(getattr(request.state, "request_id", ""))
@@ -44,6 +70,9 @@ def error_response(
     details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
+    if request.url.path.startswith(MLFLOW_PREFIX):
+        mlflow_body = {"error_code": mlflow_error_code(code), "message": message}
+        return JSONResponse(mlflow_body, status_code=status, headers=headers)
     body: dict[str, Any] = {"code": code, "message": message, "request_id": request_id_of(request)}
     if field:
         body["field"] = field
@@ -96,6 +125,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "error")
+    if exc.status_code == 404 and request.url.path.startswith(MLFLOW_PREFIX):
+        code = "ENDPOINT_NOT_FOUND"  # no such route, as opposed to no such run
     return error_response(
         request, exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}) or None
     )

@@ -5,6 +5,7 @@ Everything public is listed in ``__all__`` (a test keeps it honest); modules sta
 """
 
 from shipyard.sdk._artifacts import Artifacts, ArtifactVersion, PresignedUrl, Progress
+from shipyard.sdk._autolog import autolog
 from shipyard.sdk._client import Session
 from shipyard.sdk._config import (
     Profile,
@@ -13,6 +14,7 @@ from shipyard.sdk._config import (
     load_profile,
     save_profile,
 )
+from shipyard.sdk._datasets import Datasets
 from shipyard.sdk._exceptions import (
     APIError,
     BadRequest,
@@ -34,15 +36,28 @@ from shipyard.sdk._exceptions import (
     Unauthenticated,
     ValidationFailed,
 )
+from shipyard.sdk._tracking import (
+    ActiveRun,
+    Tracking,
+    active_run,
+    log_metric,
+    log_metrics,
+    log_param,
+    log_params,
+    set_tag,
+    start_run,
+)
 
 __all__ = [
     "APIError",
+    "ActiveRun",
     "ArtifactVersion",
     "Artifacts",
     "BadRequest",
     "ConfigurationError",
     "Conflict",
     "CorruptArtifact",
+    "Datasets",
     "IntegrityError",
     "InvalidPath",
     "NotFound",
@@ -58,11 +73,20 @@ __all__ = [
     "StaleWrite",
     "StoreUnavailable",
     "Timeout",
+    "Tracking",
     "TransportError",
     "Unauthenticated",
     "ValidationFailed",
+    "active_run",
+    "autolog",
     "config_path",
     "delete_profile",
     "load_profile",
+    "log_metric",
+    "log_metrics",
+    "log_param",
+    "log_params",
     "save_profile",
+    "set_tag",
+    "start_run",
 ]

@@ -12,6 +12,8 @@ import httpx
 from shipyard.sdk._artifacts import Artifacts, split_project
 from shipyard.sdk._auth import BearerAuth
 from shipyard.sdk._config import Profile, profile_name, resolve, save_profile
+from shipyard.sdk._datasets import Datasets
+from shipyard.sdk._tracking import Tracking
 from shipyard.sdk._transport import check, mapped_transport_errors
 
 USER_AGENT = "shipyard-sdk"
@@ -257,3 +259,13 @@ class Session:
     def artifacts(self, project: str) -> Artifacts:
         """The artifact store of ``"team/project"``."""
         return Artifacts(self, project)
+
+    # tracking and datasets --------------------------------------------------------------
+
+    def tracking(self, project: str) -> Tracking:
+        """Experiments, runs and metrics of ``"team/project"``."""
+        return Tracking(self, project)
+
+    def datasets(self, project: str) -> Datasets:
+        """The versioned, profiled datasets of ``"team/project"``."""
+        return Datasets(self, project)

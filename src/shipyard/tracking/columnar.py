@@ -113,8 +113,9 @@ def _reduce(history: History, starts: npt.NDArray[np.intp]) -> dict[str, list[An
     present = ~np.isnan(values)  # NaN points are counted but not averaged
     counts = np.diff(np.r_[starts, values.size])
     kept = np.add.reduceat(present.astype(np.int64), starts)
-    sums = np.add.reduceat(np.where(present, values, 0.0), starts)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    # Sums of huge finite values may overflow to infinity: that is the honest mean then.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        sums = np.add.reduceat(np.where(present, values, 0.0), starts)
         means = np.where(kept > 0, sums / np.maximum(kept, 1), np.nan)
     lows = np.fmin.reduceat(values, starts)
     highs = np.fmax.reduceat(values, starts)

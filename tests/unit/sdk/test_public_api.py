@@ -42,3 +42,12 @@ def test_import_shipyard_pulls_in_nothing_server_side() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_import_shipyard_does_not_import_scikit_learn() -> None:
+    """``shipyard.autolog`` imports scikit-learn when called, so the SDK does not need it."""
+    code = "import sys, shipyard\nprint('sklearn' in sys.modules)\n"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
