@@ -293,13 +293,32 @@ def test_no_route_hides_from_the_schema(tmp_path: Path) -> None:
         store_url=str(tmp_path / "store"),
     )
     app = create_app(build_platform(settings))
-    hidden = {
-        getattr(route, "path", "")
-        for route in app.routes
-        if not getattr(route, "include_in_schema", True)
-    }
+    routes = list(_every_route(app.routes))
+    assert len(routes) > 50, "the walk must reach the routes inside included routers"
+    hidden = {path for path, in_schema in routes if not in_schema}
+    # MLflow's REST surface is a compatibility layer with its own auth tests
+    # (tests/integration/tracking/test_mlflow_client.py), kept out of Shipyard's schema.
+    hidden = {path for path in hidden if not path.startswith(MLFLOW_PREFIXES)}
     # FastAPI's Swagger OAuth2 redirect page sits at /docs/oauth2-redirect: static, public
     assert hidden <= {V1 + "/openapi.json", V1 + "/docs", "/docs/oauth2-redirect"}, hidden
+
+
+MLFLOW_PREFIXES = ("/api/2.0/", "/api/3.0/")
+
+
+def _every_route(routes: Any) -> Iterator[tuple[str, bool]]:
+    """(path, in schema) of every route, looking inside included routers.
+
+    FastAPI mounts an included router as one entry whose own routes are listed by
+    ``effective_route_contexts``; a walk of ``app.routes`` alone would see none of them.
+    """
+    for route in routes:
+        contexts = getattr(route, "effective_route_contexts", None)
+        if contexts is None:
+            yield getattr(route, "path", ""), bool(getattr(route, "include_in_schema", True))
+            continue
+        for context in contexts():
+            yield context.path, bool(context.include_in_schema)
 
 
 def test_schema_and_docs_are_public(server: RunningServer) -> None:
