@@ -10,10 +10,13 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import anyio
 from prometheus_client import Counter, Histogram
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -62,6 +65,38 @@ def _outcome(status: int) -> str:
     return "error" if status >= 400 else "ok"
 
 
+def audit_record(scope: Scope, state: dict[str, Any], status: int, request_id: str) -> AuditRecord:
+    principal = state.get("principal")
+    actor = principal.actor if principal else state.get("actor_hint", "anonymous")
+    client = scope.get("client")
+    return AuditRecord(
+        actor=_storable(str(actor), 128),
+        action=_storable(f"{scope['method']} {_route_template(scope)}", 128),
+        resource=_storable(str(scope.get("path", "")), 1024),
+        outcome=_outcome(status),
+        status_code=status,
+        request_id=request_id,
+        client=_storable(client[0] if client else "", 64),
+        team=state.get("audit_team"),
+    )
+
+
+@contextmanager
+def audited_transaction(platform: Platform, request: Request, status: int) -> Iterator[Session]:
+    """A write transaction that also carries the request's audit entry.
+
+    For hot write routes (metric logging): the change and its entry commit together, in one
+    transaction instead of two, and the middleware then writes no second entry. If the work
+    fails, both roll back and the middleware records the error response as usual.
+    """
+    state = request.scope.setdefault("state", {})
+    with platform.db.transaction() as s:
+        yield s
+        record = audit_record(request.scope, state, status, str(state.get("request_id", "")))
+        platform.audit.append(s, record)
+    state["audited_status"] = status
+
+
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, platform: Platform) -> None:
         self.app = app
@@ -84,7 +119,8 @@ class RequestContextMiddleware:
                 responded = True
                 status = int(message["status"])
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
-                if scope["method"] in MUTATING or status in (401, 403):
+                audited = state.get("audited_status") == status
+                if (scope["method"] in MUTATING or status in (401, 403)) and not audited:
                     await self._audit(scope, state, status, request_id)
                 route = _route_template(scope)
                 REQUESTS.labels(scope["method"], route, str(status)).inc()
@@ -105,19 +141,7 @@ class RequestContextMiddleware:
     async def _audit(
         self, scope: Scope, state: dict[str, Any], status: int, request_id: str
     ) -> None:
-        principal = state.get("principal")
-        actor = principal.actor if principal else state.get("actor_hint", "anonymous")
-        client = scope.get("client")
-        record = AuditRecord(
-            actor=_storable(str(actor), 128),
-            action=_storable(f"{scope['method']} {_route_template(scope)}", 128),
-            resource=_storable(str(scope.get("path", "")), 1024),
-            outcome=_outcome(status),
-            status_code=status,
-            request_id=request_id,
-            client=_storable(client[0] if client else "", 64),
-            team=state.get("audit_team"),
-        )
+        record = audit_record(scope, state, status, request_id)
         try:
             await anyio.to_thread.run_sync(self._append, record)
         except Exception:

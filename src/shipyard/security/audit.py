@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
 from shipyard.kit.ids import as_utc, utcnow
@@ -95,20 +95,24 @@ class AuditService:
             s.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _ADVISORY_LOCK_ID})
 
     def append(self, s: Session, record: AuditRecord) -> AuditEvent:
+        """Chain one entry after the last. It is written with a plain INSERT: every mutating
+        request pays for this, and the ORM's unit of work would cost more than the row."""
         self._lock(s)
-        last = s.scalar(select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(1))
+        last = s.execute(
+            select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
+        ).first()
         seq = (last.seq + 1) if last else 1
         prev = last.hash if last else GENESIS
         at = utcnow()
-        row = AuditEvent(
-            seq=seq,
-            at=at,
-            prev_hash=prev,
-            hash=entry_hash(prev, seq, at, record),
+        values = {
+            "seq": seq,
+            "at": at,
+            "prev_hash": prev,
+            "hash": entry_hash(prev, seq, at, record),
             **record.__dict__,
-        )
-        s.add(row)
-        s.flush()
+        }
+        s.execute(insert(AuditEvent), [values])
+        row = AuditEvent(**values)  # not added to the session: the INSERT above wrote it
         if seq % self._every == 0:
             self._sign(s, row)
         return row

@@ -29,6 +29,31 @@ class History:
     def __len__(self) -> int:
         return int(self.steps.size)
 
+    def between(self, start: int, end: int) -> History:
+        return History(self.steps[start:end], self.timestamps[start:end], self.values[start:end])
+
+
+def _first_at_or_after(history: History, step: int, ts: int) -> int:
+    """Index of the first point ordered at or after (step, ts): binary searches only."""
+    low = int(np.searchsorted(history.steps, step, side="left"))
+    high = int(np.searchsorted(history.steps, step, side="right"))
+    return low + int(np.searchsorted(history.timestamps[low:high], ts, side="left"))
+
+
+def position_of(history: History, end: int) -> tuple[int, int, int]:
+    """Where a page that ends before index ``end`` stopped: the last point's step and time,
+    and how many points of that step and time it has sent. Unlike an offset, this stays
+    right when points with earlier steps arrive between two pages."""
+    step, ts = int(history.steps[end - 1]), int(history.timestamps[end - 1])
+    return step, ts, end - _first_at_or_after(history, step, ts)
+
+
+def resume_at(history: History, position: tuple[int, int, int] | None) -> int:
+    if position is None:
+        return 0
+    step, ts, sent = position
+    return _first_at_or_after(history, step, ts) + sent
+
 
 def pack(
     steps: npt.ArrayLike, timestamps: npt.ArrayLike, values: npt.ArrayLike

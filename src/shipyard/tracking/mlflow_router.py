@@ -52,6 +52,7 @@ from shipyard.api.deps import (
     get_platform,
     resolve_project_access,
 )
+from shipyard.api.middleware import audited_transaction
 from shipyard.bootstrap import Platform
 from shipyard.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, Unauthenticated
 from shipyard.kit.gcpause import paused_gc
@@ -195,7 +196,11 @@ async def _in_project(
 
     def run() -> T:
         access = cached or _access(platform, request, token, permission)
-        with platform.db.transaction() if write else platform.db.read() as s:
+        if not write:
+            with platform.db.read() as s:
+                return work(s, access)
+        # MLflow's writes answer 200; the entry commits with the change (see middleware).
+        with audited_transaction(platform, request, 200) as s:
             return work(s, access)
 
     return await anyio.to_thread.run_sync(run)
@@ -514,15 +519,10 @@ def _runs_out(platform: Platform, s: Session, runs: list[Run]) -> list[dict[str,
     return [_run_out(run, view) for run, view in zip(runs, views, strict=True)]
 
 
-def _writable_run(platform: Platform, s: Session, project_id: str, run_id: str) -> Run:
+def _writable_run(platform: Platform, s: Session, project_id: str, run_id: str) -> None:
     """A run that takes data: running (else 409 INVALID_STATE) and not deleted (else 400)."""
     with _mlflow_conflicts():
-        run = platform.tracking.writable_run(s, project_id, run_id)
-    if run.lifecycle_stage != "active":
-        raise BadRequest(
-            f"run {run_id} is deleted; restore it before logging to it", field="run_id"
-        )
-    return run
+        platform.tracking.writable_run(s, project_id, run_id)
 
 
 def _split_tags(tags: list[m.TagIn]) -> tuple[str | None, dict[str, str]]:
@@ -617,8 +617,9 @@ async def log_metric(request: Request) -> Response:
     def work(s: Session, access: ProjectAccess) -> None:
         body = _parse(m.LogMetric, raw)
         platform = get_platform(request)
-        run = _writable_run(platform, s, access.project.id, body.id)
-        platform.tracking.log_points(s, run.id, [(body.key, body.value, body.step, body.timestamp)])
+        _writable_run(platform, s, access.project.id, body.id)
+        point = (body.key, body.value, body.step, body.timestamp)
+        platform.tracking.log_points(s, body.id, [point])
 
     await _in_project(request, WRITE, work, write=True)
     return _empty()
@@ -636,16 +637,16 @@ def _log(
 ) -> None:
     """Params, tags and metric points of one run, in the caller's transaction."""
     pid = access.project.id
-    run = _writable_run(platform, s, pid, run_id)
+    _writable_run(platform, s, pid, run_id)
     name, stored = _split_tags(tags or [])
     if params or stored:
         batch = _build(schemas.LogBatch, params=params or {}, tags=stored)
         with _mlflow_conflicts():
-            platform.tracking.log_batch(s, pid, run.id, batch)
+            platform.tracking.log_batch(s, pid, run_id, batch)
     if name is not None:
-        platform.tracking.update_run(s, pid, run.id, _build(schemas.RunUpdate, name=name))
+        platform.tracking.update_run(s, pid, run_id, _build(schemas.RunUpdate, name=name))
     if points:
-        platform.tracking.log_points(s, run.id, points)
+        platform.tracking.log_points(s, run_id, points)
 
 
 @router.post(API + "/runs/log-batch")

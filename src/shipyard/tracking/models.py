@@ -2,8 +2,8 @@
 
 Metrics are split in two so neither listings nor history pay for the other:
 ``metric_series`` holds one row per (run, key) with the latest value inline (what listings,
-search and ordering read), and ``metric_points`` holds the history as narrow rows keyed by a
-small integer series id (what charts read, through one index on ``(series_id, step)``).
+search and ordering read), and ``metric_blocks`` holds the history: each logged batch of a
+series as packed arrays, read back as arrays (what charts and history pages read).
 Times that MLflow exchanges are kept as epoch milliseconds, exactly as clients send them.
 """
 
@@ -107,28 +107,12 @@ class MetricSeries(Base):
     point_count: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
-class MetricPoint(Base):
-    """History. NaN cannot be stored in SQLite's REAL, so it is a flag with value 0."""
-
-    __tablename__ = "metric_points"
-    __table_args__ = (Index("ix_metric_points_series_step", "series_id", "step", "timestamp"),)
-
-    id: Mapped[int] = mapped_column(AutoBigInt, primary_key=True, autoincrement=True)
-    series_id: Mapped[int] = mapped_column(
-        ForeignKey("metric_series.id", ondelete="CASCADE"), index=False
-    )
-    step: Mapped[int] = mapped_column(BigInteger)
-    timestamp: Mapped[int] = mapped_column(BigInteger)
-    value: Mapped[float] = mapped_column(Float)
-    is_nan: Mapped[bool] = mapped_column(Boolean, default=False)
-
-
 class MetricBlock(Base):
-    """One logged batch of one series as packed arrays: the read-optimised copy of history.
+    """One logged batch of one series as packed arrays.
 
-    ``metric_points`` answers keyset pages; a whole history or a downsampled chart is read
-    from these blocks instead, a few blobs per series turned into arrays without building a
-    Python object per point. Values keep NaN natively (IEEE 754 in the blob).
+    A history is a few blobs per series turned into arrays, without a Python object or a
+    database row per point; writing a 10,000-point batch is one row. Values keep NaN and
+    infinities natively (IEEE 754 in the blob).
     """
 
     __tablename__ = "metric_blocks"

@@ -20,7 +20,6 @@ from shipyard.tracking.models import (
     DatasetVersion,
     Experiment,
     MetricBlock,
-    MetricPoint,
     MetricSeries,
     Run,
     RunInput,
@@ -37,11 +36,6 @@ def chunks(items: Sequence[str], size: int = IN_CHUNK) -> Iterable[Sequence[str]
         yield items[start : start + size]
 
 
-_POINT_COLUMNS = "series_id, step, timestamp, value, is_nan"
-_COPY_POINTS = f"COPY metric_points ({_POINT_COLUMNS}) FROM STDIN"
-_INSERT_POINTS = f"INSERT INTO metric_points ({_POINT_COLUMNS}) VALUES (?, ?, ?, ?, ?)"  # noqa: S608
-
-
 @dataclass
 class SeriesHead:
     """The latest point of a series as stored; the batch writer decides what replaces it."""
@@ -50,6 +44,7 @@ class SeriesHead:
     key: str
     step: int
     timestamp: int
+    point_count: int
 
 
 class TrackingRepository:
@@ -79,6 +74,15 @@ class TrackingRepository:
     def run(self, s: Session, project_id: str, run_id: str, *, lock: bool = False) -> Run | None:
         query = select(Run).where(Run.project_id == project_id, Run.id == run_id)
         return s.scalar(query.with_for_update() if lock else query)
+
+    def run_state(self, s: Session, project_id: str, run_id: str) -> tuple[str, str] | None:
+        """(status, lifecycle stage) only: the check before every write to a run."""
+        row = s.execute(
+            select(Run.status, Run.lifecycle_stage).where(
+                Run.project_id == project_id, Run.id == run_id
+            )
+        ).first()
+        return (row.status, row.lifecycle_stage) if row else None
 
     def runs_by_ids(self, s: Session, run_ids: Sequence[str]) -> dict[str, Run]:
         found: dict[str, Run] = {}
@@ -180,6 +184,7 @@ class TrackingRepository:
                 MetricSeries.key,
                 MetricSeries.latest_step,
                 MetricSeries.latest_timestamp,
+                MetricSeries.point_count,
             )
             .where(MetricSeries.run_id == run_id, MetricSeries.key.in_(list(keys)))
             .with_for_update()
@@ -195,18 +200,6 @@ class TrackingRepository:
             s.execute(sqlite.insert(MetricSeries).on_conflict_do_nothing(), rows)
         else:
             s.execute(insert(MetricSeries), rows)
-
-    def insert_points(self, s: Session, rows: list[tuple[int, int, int, float, bool]]) -> None:
-        """Rows of (series_id, step, timestamp, value, is_nan): COPY on PostgreSQL, one
-        executemany on SQLite; both skip SQLAlchemy's per-row parameter processing."""
-        conn = s.connection()
-        if conn.dialect.name == "postgresql":
-            driver: Any = conn.connection.driver_connection
-            with driver.cursor() as cur, cur.copy(_COPY_POINTS) as copy:
-                for row in rows:
-                    copy.write_row(row)
-            return
-        conn.exec_driver_sql(_INSERT_POINTS, rows)
 
     def insert_blocks(self, s: Session, rows: list[dict[str, Any]]) -> None:
         s.execute(insert(MetricBlock), rows)
@@ -269,27 +262,6 @@ class TrackingRepository:
         return s.scalar(
             select(MetricSeries).where(MetricSeries.run_id == run_id, MetricSeries.key == key)
         )
-
-    def history_page(
-        self, s: Session, series_id: int, after: tuple[int, int, int] | None, limit: int
-    ) -> list[tuple[int, int, float, bool, int]]:
-        """Points in (step, timestamp) order after a keyset position: no OFFSET scans.
-
-        Rows come straight off the DBAPI cursor as plain tuples: building 100,000 Row
-        objects would cost more than the query itself.
-        """
-        p = MetricPoint
-        query = select(p.step, p.timestamp, p.value, p.is_nan, p.id).where(p.series_id == series_id)
-        if after is not None:
-            step, ts, point_id = after
-            query = query.where(
-                (p.step > step)
-                | ((p.step == step) & (p.timestamp > ts))
-                | ((p.step == step) & (p.timestamp == ts) & (p.id > point_id))
-            )
-        query = query.order_by(p.step, p.timestamp, p.id).limit(limit)
-        result: Any = s.connection().execute(query)
-        return list(result.cursor.fetchall())
 
     def metric_keys(self, s: Session, run_id: str) -> list[str]:
         return list(

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from shipyard.api.body import json_body, parse_body
 from shipyard.api.deps import PlatformDep, ProjectAccess, project_access
+from shipyard.api.middleware import audited_transaction
 from shipyard.kit.gcpause import paused_gc
 from shipyard.security.permissions import Permission
 from shipyard.tracking import schemas
@@ -135,7 +136,7 @@ async def log_batch(
         body = parse_body(schemas.LogBatch, raw)
 
     def write() -> None:
-        with platform.db.transaction() as s:
+        with audited_transaction(platform, request, status.HTTP_204_NO_CONTENT) as s:
             platform.tracking.log_batch(s, access.project.id, run_id, body)
 
     await anyio.to_thread.run_sync(write)

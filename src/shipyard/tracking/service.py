@@ -188,14 +188,21 @@ class TrackingService:
         self.run(s, project_id, run_id).lifecycle_stage = stage
         s.flush()
 
-    def writable_run(self, s: Session, project_id: str, run_id: str) -> Run:
-        run = self.run(s, project_id, run_id)
-        if schemas.RunStatus(run.status).terminal:
+    def writable_run(self, s: Session, project_id: str, run_id: str) -> None:
+        """404 for an unknown run, 409 for a finished one, 400 for a deleted one; reads two
+        columns, no object (this runs before every write)."""
+        state = repo.run_state(s, project_id, run_id) if len(run_id) <= 32 else None
+        if state is None:
+            raise NotFound(f"run {run_id!r} not found", field="run_id")
+        if state[1] != "active":
+            raise BadRequest(
+                f"run {run_id} is deleted; restore it before logging to it", field="run_id"
+            )
+        if schemas.RunStatus(state[0]).terminal:
             raise Conflict(
-                f"run {run_id} is {run.status}; a finished run accepts no more data",
+                f"run {run_id} is {state[0]}; a finished run accepts no more data",
                 field="run_id",
             )
-        return run
 
     def record_input(
         self, s: Session, project_id: str, run_id: str, body: schemas.DatasetInput
@@ -246,26 +253,21 @@ class TrackingService:
     def log_points(
         self, s: Session, run_id: str, points: Sequence[tuple[str, float, int, int | None]]
     ) -> None:
-        """Insert points with executemany and move each series' latest value forward."""
+        """One history block per series (one executemany), then move each series' latest
+        value forward."""
         if not points:
             return
-        stamp = now_ms()
         heads = self._series_for(s, run_id, sorted({p[0] for p in points}))
-        rows: list[tuple[int, int, int, float, bool]] = []
-        per_key: dict[str, tuple[list[int], list[int], list[float]]] = {}
-        for key, value, step, ts in points:
-            ts = stamp if ts is None else ts
-            nan = value != value  # NaN is the only float unequal to itself
-            rows.append((heads[key].id, step, ts, 0.0 if nan else value, nan))
-            arrays = per_key.get(key) or per_key.setdefault(key, ([], [], []))
-            arrays[0].append(step)
-            arrays[1].append(ts)
-            arrays[2].append(value)
-        repo.insert_points(s, rows)
+        per_key = _arrays_by_key(points, now_ms())
         repo.insert_blocks(s, [_block(heads[k].id, *arrays) for k, arrays in per_key.items()])
         for key, arrays in per_key.items():
-            if len(arrays[0]) < SMALL_BLOCK:
-                self._merge_small_tail(s, heads[key].id)
+            head, added = heads[key], len(arrays[0])
+            # Look for a run of small blocks only when this batch is small and the count
+            # crosses a multiple of MERGE_RUN: single points then pay one query in eight.
+            if added < SMALL_BLOCK and (head.point_count + added) // MERGE_RUN > (
+                head.point_count // MERGE_RUN
+            ):
+                self._merge_small_tail(s, head.id)
         self._move_heads(s, heads, _newest(per_key))
 
     def _merge_small_tail(self, s: Session, series_id: int) -> None:
@@ -402,29 +404,25 @@ class TrackingService:
         page_token: str | None,
         max_points: int | None,
     ) -> dict[str, Any]:
-        """Columnar history: all of it, a keyset page, or ``max_points`` buckets.
+        """Columnar history: a page in (step, timestamp) order, or ``max_points`` buckets.
 
-        Whole histories and charts come from the packed blocks (arrays, no per-point
-        objects); a page token or a page smaller than the history reads the row store.
+        Read from the packed blocks as arrays; no Python object is built per point.
         """
         series = self.series(s, project_id, run_id, key)
         total = series.point_count if series else 0
         extra: dict[str, Any] = {"total_points": total, "downsampled": False}
         if series is None or total == 0:
             return schemas.history_body(run_id, key, _EMPTY, {**extra, "next_page_token": None})
-        if page_token is None and (total <= page_size or max_points is not None):
-            with paused_gc():
-                history = columnar.unpack(repo.blocks(s, series.id))
-                if max_points is not None and len(history) > max_points:
-                    extra["downsampled"] = True
-                    columns = columnar.downsample(history, max_points)
-                else:
-                    columns = columnar.columns(history)
-            return schemas.history_body(run_id, key, columns, {**extra, "next_page_token": None})
         with paused_gc():
-            rows = repo.history_page(s, series.id, _keyset(page_token), page_size + 1)
-            token = _keyset_token(rows[page_size - 1]) if len(rows) > page_size else None
-            columns = _columns(rows[:page_size])
+            history = columnar.unpack(repo.blocks(s, series.id))
+            if max_points is not None and len(history) > max_points:
+                columns = columnar.downsample(history, max_points)
+                extra |= {"downsampled": True, "next_page_token": None}
+                return schemas.history_body(run_id, key, columns, extra)
+            start = columnar.resume_at(history, _page_position(page_token))
+            end = min(start + page_size, len(history))
+            token = _page_token(columnar.position_of(history, end)) if end < len(history) else None
+            columns = columnar.columns(history.between(start, end))
         return schemas.history_body(run_id, key, columns, {**extra, "next_page_token": token})
 
     def metric_keys(self, s: Session, project_id: str, run_id: str) -> list[str]:
@@ -468,32 +466,29 @@ def check_batch_size(items: int) -> None:
 _EMPTY: dict[str, list[Any]] = {"steps": [], "values": [], "timestamps": []}
 
 
-def _columns(rows: Sequence[tuple[int, int, float, bool, int]]) -> dict[str, list[Any]]:
-    """Rows to arrays in C-speed passes; non-finite values are rewritten only when present."""
-    if not rows:
-        return {"steps": [], "values": [], "timestamps": []}
-    steps, timestamps, values, nans, _ids = zip(*rows, strict=True)
-    out: list[Any] = list(values)
-    if any(nans):
-        out = [math.nan if nan else v for v, nan in zip(out, nans, strict=True)]
-    if not all(map(math.isfinite, out)):
-        out = _values(out)
-    return {"steps": list(steps), "values": out, "timestamps": list(timestamps)}
-
-
-def _values(values: Any) -> list[float | str]:
-    return [v if math.isfinite(v) else finite_or_text(v) for v in values]
-
-
-def _keyset(token: str | None) -> tuple[int, int, int] | None:
+def _page_position(token: str | None) -> tuple[int, int, int] | None:
+    """(step, timestamp, points of that step and time already sent) from a page token."""
     if not token:
         return None
     try:
-        step, ts, point_id = (int(p) for p in base64.urlsafe_b64decode(token).decode().split(":"))
+        step, ts, sent = (int(p) for p in base64.urlsafe_b64decode(token).decode().split(":"))
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("the page token is not valid", field="page_token") from None
-    return step, ts, point_id
+    return step, ts, sent
 
 
-def _keyset_token(row: tuple[int, int, float, bool, int]) -> str:
-    return base64.urlsafe_b64encode(f"{row[0]}:{row[1]}:{row[4]}".encode()).decode()
+def _page_token(position: tuple[int, int, int]) -> str:
+    return base64.urlsafe_b64encode(":".join(map(str, position)).encode()).decode()
+
+
+def _arrays_by_key(
+    points: Sequence[tuple[str, float, int, int | None]], stamp: int
+) -> dict[str, tuple[list[int], list[int], list[float]]]:
+    """Split a batch into per-metric columns (a point without a timestamp gets ``stamp``)."""
+    per_key: dict[str, tuple[list[int], list[int], list[float]]] = {}
+    for key, value, step, ts in points:
+        arrays = per_key.get(key) or per_key.setdefault(key, ([], [], []))
+        arrays[0].append(step)
+        arrays[1].append(stamp if ts is None else ts)
+        arrays[2].append(value)
+    return per_key

@@ -213,3 +213,25 @@ def test_one_point_per_call_history_reads_whole_and_in_order(
     assert whole["steps"] == list(range(100))
     assert whole["values"] == [s / 10 for s in range(100)]
     assert paged["steps"] == list(range(60)) and paged["next_page_token"]
+
+
+def test_a_logged_batch_and_its_audit_entry_commit_together_once(
+    server: RunningServer, tenant: Tenant
+) -> None:
+    with server.client(tenant.keys["scientist"]) as c:
+        run = _run(c, tenant, unique("exp-"))
+        ok = _log(c, tenant, run["id"], metrics=[{"key": "a", "value": 1.0}])
+        refused = _log(c, tenant, run["id"], params={"p": "x" * 7000})
+    with server.client(tenant.keys["lead"]) as lead:
+        entries = lead.get("/api/v1/audit", params={"n": 200}).json()
+    by_request = {}
+    for entry in entries:
+        by_request.setdefault(entry["request_id"], []).append(entry)
+    mine = by_request[ok.headers["x-request-id"]]
+    assert [(e["status_code"], e["outcome"]) for e in mine] == [(204, "ok")]
+    assert mine[0]["actor"].startswith(tenant.users["scientist"])
+    assert run["id"] in mine[0]["resource"]
+    bad = by_request[refused.headers["x-request-id"]]
+    assert [e["status_code"] for e in bad] == [422]
+    with server.client(server.admin_key) as admin:
+        assert admin.get("/api/v1/audit/verify").json()["ok"] is True
