@@ -60,7 +60,9 @@ def finite_or_text(value: float) -> float | str:
 
 
 def run_view(run: Run, experiment: str, extras: dict[str, Any]) -> schemas.RunOut:
-    return schemas.RunOut(
+    """Built without validation (``model_construct``): every field comes from the database
+    already typed, and validating 235 runs' worth of dicts was half of a search's time."""
+    return schemas.RunOut.model_construct(
         id=run.id,
         experiment_id=run.experiment_id,
         experiment=experiment,
@@ -70,7 +72,7 @@ def run_view(run: Run, experiment: str, extras: dict[str, Any]) -> schemas.RunOu
         end_time=run.end_time,
         user=run.user_id,
         parent_run_id=run.parent_run_id,
-        source=schemas.Source(
+        source=schemas.Source.model_construct(
             name=run.source_name, git_commit=run.git_commit, git_dirty=run.git_dirty
         ),
         artifact_uri=run.artifact_root,
@@ -337,14 +339,16 @@ class TrackingService:
         out = []
         for run in runs:
             latest = {
-                key: schemas.LatestMetric(value=math.nan if nan else value, step=step, timestamp=ts)
+                key: schemas.LatestMetric.model_construct(
+                    value=math.nan if nan else value, step=step, timestamp=ts
+                )
                 for key, (value, nan, step, ts) in metrics[run.id].items()
             }
             extras = {
                 "params": params[run.id],
                 "tags": tags[run.id],
                 "metrics": latest,
-                "inputs": inputs[run.id],
+                "inputs": [schemas.RunInputOut.model_construct(**i) for i in inputs[run.id]],
             }
             out.append(run_view(run, names.get(run.experiment_id, ""), extras))
         return out
