@@ -86,6 +86,32 @@ def shipyard_server(workdir: Path) -> Iterator[ShipyardServer]:
         yield ShipyardServer(url, creds["api_key"], home)
 
 
+@contextmanager
+def mlflow_server(workdir: Path) -> Iterator[str]:
+    """The stock `mlflow server`: SQLite, one worker, artifacts proxied; yields its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{workdir / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(workdir / "mlflow-artifacts"),
+        "--serve-artifacts",
+    ]
+    with running(cmd, f"{url}/health", workdir / "mlflow.log"):
+        yield url
+
+
 def timed(fn: object, *args: object) -> float:
     started = time.perf_counter()
     fn(*args)  # type: ignore[operator]

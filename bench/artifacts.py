@@ -25,7 +25,7 @@ import httpx
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _harness import console, free_port, ratio_table, running, shipyard_server, timed
+from _harness import console, mlflow_server, ratio_table, shipyard_server, timed
 
 CHUNK = 4 * 1024 * 1024
 
@@ -74,26 +74,7 @@ def shipyard_round_trip(workdir: Path, src: Path) -> tuple[float, float]:
 def mlflow_round_trip(workdir: Path, src: Path) -> tuple[float, float]:
     from mlflow.tracking import MlflowClient
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        f"sqlite:///{workdir / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(workdir / "mlflow-artifacts"),
-        "--serve-artifacts",
-    ]
-    with running(cmd, f"{url}/health", workdir / "mlflow.log"):
+    with mlflow_server(workdir) as url:
         client = MlflowClient(tracking_uri=url)
         run = client.create_run(client.create_experiment("bench"))
         up = timed(client.log_artifact, run.info.run_id, str(src), "data")

@@ -22,15 +22,14 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _harness import console, free_port, ratio_table, running, shipyard_server
+from _harness import console, free_port, mlflow_server, ratio_table, shipyard_server
 
 RUNS, PARAMS, METRICS = 500, 10, 10
 MATCHING = 235  # of RUNS, the runs whose metric `acc` passes the filter
@@ -296,31 +295,6 @@ def sdk_runs(tracking: Any, count: int) -> float:
 
 
 # --- servers and the report ----------------------------------------------------------------------
-
-
-@contextmanager
-def mlflow_server(workdir: Path) -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        f"sqlite:///{workdir / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(workdir / "mlflow-artifacts"),
-        "--serve-artifacts",
-    ]
-    with running(cmd, f"{url}/health", workdir / "mlflow.log"):
-        yield url
 
 
 def project_key(url: str, admin_key: str) -> str:
