@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     # How long a process may go on trusting a resolved caller and project (0 disables);
     # changes made through this process take effect at once.
     auth_cache_ttl_s: float = 5.0
+    # Instance types jobs may ask for: a JSON list of {name, cpus, memory_mib,
+    # price_per_hour, gpus}, inline or in a file; the built-in cpu.* sizes when unset.
+    instance_types: str | None = None
     login_attempts_per_window: int = 10
     login_window_s: int = 300
     audit_digest_every: int = 100

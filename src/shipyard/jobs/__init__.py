@@ -1,0 +1,1 @@
+"""Training and processing jobs: spec, runtime contract, backends, controller."""
