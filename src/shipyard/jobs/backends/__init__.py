@@ -1,0 +1,1 @@
+"""Compute backends that run a job's instances: local processes (default) and, later, Ray."""
