@@ -18,6 +18,8 @@ from shipyard import __version__
 from shipyard.config import Settings
 from shipyard.db.engine import Database
 from shipyard.db.migrate import upgrade
+from shipyard.jobs.catalog import Catalog
+from shipyard.jobs.service import JobService
 from shipyard.kit.files import ensure_private_dir, write_private
 from shipyard.kit.ratelimit import SlidingWindow
 from shipyard.security import schemas
@@ -46,6 +48,7 @@ class Platform:
     artifacts: ArtifactService
     tracking: TrackingService
     datasets: DatasetService
+    jobs: JobService
     rewrappers: list[tuple[str, Rewrapper]]
     extras: dict[str, Any]
 
@@ -79,6 +82,7 @@ def build_platform(settings: Settings, *, migrate: bool = True) -> Platform:
         presign_secret=lambda: master_key.derive("presigned-urls"),
         max_upload_bytes=settings.max_upload_bytes,
     )
+    datasets = DatasetService(artifacts)
     rewrappers: list[tuple[str, Rewrapper]] = [
         ("data_keys", artifacts.data_keys.rewrap_all),
         ("api_key_secrets", identity.reseal_api_key_secrets),
@@ -96,7 +100,12 @@ def build_platform(settings: Settings, *, migrate: bool = True) -> Platform:
         audit,
         artifacts,
         TrackingService(),
-        DatasetService(artifacts),
+        datasets,
+        JobService(
+            catalog=Catalog.from_config(settings.instance_types),
+            artifacts=artifacts,
+            datasets=datasets,
+        ),
         rewrappers,
         extras,
     )

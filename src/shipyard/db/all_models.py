@@ -1,8 +1,9 @@
 """Imports every domain's tables so ``Base.metadata`` is complete (Alembic, tests)."""
 
 from shipyard.db.base import Base
+from shipyard.jobs import models as jobs_models
 from shipyard.security import models as security_models
 from shipyard.storage import models as storage_models
 from shipyard.tracking import models as tracking_models
 
-__all__ = ["Base", "security_models", "storage_models", "tracking_models"]
+__all__ = ["Base", "jobs_models", "security_models", "storage_models", "tracking_models"]

@@ -1,0 +1,152 @@
+"""Job logic: admitting a spec (everything checkable before anything runs) and reading jobs.
+
+Admission refuses, with the field named, what would only fail later: an unknown instance
+type (422 listing the valid ones), more instances than the team's quota (403 naming it), an
+entry point that is not in the uploaded source, and inputs that do not exist (422).
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections.abc import Sequence
+from pathlib import PurePosixPath
+
+from sqlalchemy.orm import Session
+
+from shipyard.db.engine import Database
+from shipyard.errors import Conflict, NotFound, PermissionDenied, ShipyardError, ValidationFailed
+from shipyard.jobs import schemas
+from shipyard.jobs.catalog import Catalog
+from shipyard.jobs.models import Job
+from shipyard.jobs.repository import job_repository as repo
+from shipyard.kit.ids import utcnow
+from shipyard.security.models import Project, Team
+from shipyard.storage.models import ArtifactVersion
+from shipyard.storage.service import ArtifactService
+from shipyard.tracking.datasets import DatasetService
+
+QUOTA_INSTANCES = "max_instance_count"
+MAX_SOURCE_BYTES = 512 * 1024 * 1024
+
+
+def entry_point_files(entry_point: str) -> tuple[str, ...]:
+    """The file(s) in the source that make an entry point runnable."""
+    if entry_point.endswith(".py"):
+        return (entry_point,)
+    module = PurePosixPath(*entry_point.split("."))
+    return (f"{module}.py", f"{module}/__main__.py")
+
+
+def source_members(data: bytes) -> set[str]:
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+            return {m.name.removeprefix("./") for m in tar.getmembers() if m.isfile()}
+    except tarfile.TarError as exc:
+        raise ValidationFailed(f"the source is not a tar archive: {exc}", field="source") from exc
+
+
+class JobService:
+    def __init__(
+        self, *, catalog: Catalog, artifacts: ArtifactService, datasets: DatasetService
+    ) -> None:
+        self.catalog = catalog
+        self.artifacts = artifacts
+        self.datasets = datasets
+
+    async def admit(
+        self, db: Database, team: Team, project: Project, spec: schemas.JobCreate, actor: str
+    ) -> Job:
+        """Check the spec against configuration, quotas, the source and the inputs; store it
+        as Pending. Nothing runs yet and nothing is stored if any check fails."""
+        self.catalog.get(spec.instance_type)
+        self._check_quota(team, spec)
+        await self._check_source(db, project.id, spec)
+        with db.read() as s:
+            self._check_inputs(s, project.id, spec)
+        with db.transaction() as s:
+            if repo.by_name(s, project.id, spec.name) is not None:
+                raise Conflict(f"job {spec.name!r} already exists", field="name")
+            return repo.add(s, self._new_job(team, project, spec, actor))
+
+    @staticmethod
+    def _new_job(team: Team, project: Project, spec: schemas.JobCreate, actor: str) -> Job:
+        return Job(
+            project_id=project.id,
+            team_id=team.id,
+            name=spec.name,
+            kind=spec.kind.value,
+            spec=spec.model_dump(mode="json"),
+            status=schemas.JobStatus.PENDING.value,
+            phase_times={schemas.JobStatus.PENDING.value: utcnow().isoformat()},
+            created_by=actor,
+        )
+
+    @staticmethod
+    def _check_quota(team: Team, spec: schemas.JobCreate) -> None:
+        limit = (team.quotas or {}).get(QUOTA_INSTANCES)
+        if limit is not None and spec.instance_count > int(limit):
+            raise PermissionDenied(
+                f"instance_count {spec.instance_count} is above team {team.name!r}'s quota "
+                f"{QUOTA_INSTANCES}={limit}",
+                field="instance_count",
+                quota=QUOTA_INSTANCES,
+                limit=int(limit),
+            )
+
+    async def _check_source(self, db: Database, project_id: str, spec: schemas.JobCreate) -> None:
+        if spec.source is None:
+            if spec.entry_point.endswith(".py") or spec.requirements:
+                raise ValidationFailed(
+                    "a script entry point or a requirements file needs a source", field="source"
+                )
+            return
+        members = source_members(await self._read_source(db, project_id, spec.source))
+        if not any(name in members for name in entry_point_files(spec.entry_point)):
+            raise ValidationFailed(
+                f"entry point {spec.entry_point!r} is not in the source {spec.source!r}",
+                field="entry_point",
+            )
+        if spec.requirements and spec.requirements not in members:
+            raise ValidationFailed(
+                f"{spec.requirements!r} is not in the source {spec.source!r}", field="requirements"
+            )
+
+    async def _read_source(self, db: Database, project_id: str, path: str) -> bytes:
+        with db.read() as s:
+            row = self._find(s, project_id, path, None, "source")
+            if row.size > MAX_SOURCE_BYTES:
+                raise ValidationFailed(
+                    f"the source is larger than {MAX_SOURCE_BYTES} bytes", field="source"
+                )
+            download = await self.artifacts.open_download(s, row)
+        return b"".join([piece async for piece in download])
+
+    def _find(
+        self, s: Session, project_id: str, path: str, version: int | None, field: str
+    ) -> ArtifactVersion:
+        """The artifact, or a 422 on the spec field that named it."""
+        try:
+            return self.artifacts.find(s, project_id, path, version)
+        except NotFound as exc:
+            raise ValidationFailed(exc.message, field=field) from exc
+
+    def _check_inputs(self, s: Session, project_id: str, spec: schemas.JobCreate) -> None:
+        for channel, source in spec.channels.items():
+            field = f"inputs.{channel}"
+            if source.source == "artifact":
+                self._find(s, project_id, source.name, source.version, field)
+                continue
+            try:
+                self.datasets.version(s, project_id, source.name, source.version or 0)
+            except ShipyardError as exc:
+                raise ValidationFailed(exc.message, field=field) from exc
+
+    def get(self, s: Session, project_id: str, name: str) -> Job:
+        job = repo.by_name(s, project_id, name)
+        if job is None:
+            raise NotFound(f"job {name!r} not found", field="name")
+        return job
+
+    def listing(self, s: Session, project_id: str, limit: int = 100) -> Sequence[Job]:
+        return repo.in_project(s, project_id, limit)
