@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from shipyard.errors import InvalidPath
+from shipyard.jobs.logmetrics import compile_definitions
 from shipyard.kit.paths import validate_artifact_path
 
 JobName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", max_length=63)]
@@ -93,17 +94,6 @@ class MetricDefinition(Schema):
     name: str = Field(min_length=1, max_length=250)
     regex: str = Field(min_length=1, max_length=1000)
 
-    @field_validator("regex")
-    @classmethod
-    def _compiles_with_a_group(cls, value: str) -> str:
-        try:
-            pattern = re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from None
-        if pattern.groups < 1:
-            raise ValueError("needs a capture group around the value, e.g. 'auc=([0-9.]+)'")
-        return value
-
 
 class InputChannel(Schema):
     """Where a channel's files come from: a dataset version or an artifact (path[@version])."""
@@ -172,6 +162,14 @@ class JobCreate(Schema):
             return value
         if not _MODULE.match(value):
             raise ValueError("must be a script ending in .py or a dotted module name")
+        return value
+
+    @field_validator("metric_definitions")
+    @classmethod
+    def _metrics_compile(cls, value: list[MetricDefinition]) -> list[MetricDefinition]:
+        """The same rules the log reader applies, so a definition that cannot match is a
+        422 now (the message names the item: ``metric_definitions[1].regex: …``)."""
+        compile_definitions([d.model_dump() for d in value])
         return value
 
     @field_validator("inputs")

@@ -63,11 +63,11 @@ def test_input_channels_parse(text: str, expected: tuple[str, str, int | None]) 
         ({"max_retries": 11}, "max_retries"),
         (
             {"metric_definitions": [{"name": "auc", "regex": "auc=[0-9.]+"}]},
-            "metric_definitions.0.regex",
+            "metric_definitions",
         ),
         (
             {"metric_definitions": [{"name": "auc", "regex": "auc=(["}]},
-            "metric_definitions.0.regex",
+            "metric_definitions",
         ),
         ({"source": "/abs/src.tar.gz"}, "source"),
         ({"surprise": 1}, "surprise"),
