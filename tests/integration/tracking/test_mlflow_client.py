@@ -245,9 +245,9 @@ def test_sklearn_log_model_then_load_model_predicts_the_same(
     features = np.array([[0.0, 1.0], [1.0, 0.5], [2.0, 0.0], [3.0, 1.5], [4.0, 0.2], [5.0, 1.0]])
     labels = np.array([0, 0, 0, 1, 1, 1])
     model = LogisticRegression().fit(features, labels)
-    experiment = client.get_experiment(project.experiment_id).name
-    mlflow.set_experiment(experiment)
-    with mlflow.start_run() as run:
+    # By id, not ``mlflow.set_experiment``: that also exports MLFLOW_EXPERIMENT_ID into
+    # os.environ, which would follow every later subprocess of the test session.
+    with mlflow.start_run(experiment_id=project.experiment_id) as run:
         info = mlflow.sklearn.log_model(model, name="model")
     for uri in (info.model_uri, f"runs:/{run.info.run_id}/model"):
         loaded = mlflow.sklearn.load_model(uri)
