@@ -194,6 +194,13 @@ class IdentityService:
             raise NotFound(f"project {team_name}/{project_name} not found", field="project")
         return team, project
 
+    def project_names(self, s: Session, project_id: str) -> tuple[str, str] | None:
+        """(team, project) names of a project id, without an access check: for resolving
+        what a project-scoped key points at; the caller still checks access by name."""
+        project = repo.project_by_id(s, project_id)
+        team = repo.team_by_id(s, project.team_id) if project else None
+        return (team.name, project.name) if team and project else None
+
     def list_projects(self, s: Session, principal: Principal, team: Team) -> list[Project]:
         return [p for p in repo.projects(s, team.id) if principal.sees_project(team.id, p.id)]
 

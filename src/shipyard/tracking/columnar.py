@@ -101,10 +101,13 @@ def json_values(values: npt.NDArray[np.float64]) -> list[Any]:
     out: list[Any] = values.tolist()
     if bool(np.isfinite(values).all()):
         return out
-    return [v if math.isfinite(v) else _spelled(v) for v in out]
+    return [finite_or_text(v) for v in out]
 
 
-def _spelled(value: float) -> str:
+def finite_or_text(value: float) -> float | str:
+    """JSON has no NaN or infinity; send them as protobuf JSON (and MLflow) does."""
+    if math.isfinite(value):
+        return value
     if math.isnan(value):
         return "NaN"
     return "Infinity" if value > 0 else "-Infinity"

@@ -14,7 +14,9 @@ from shipyard.tracking.datasets import version_out
 router = APIRouter(prefix="/api/v1/projects/{team}/{project}/datasets", tags=["datasets"])
 Readable = Annotated[ProjectAccess, Depends(project_access(Permission.TRACKING_READ))]
 Writable = Annotated[ProjectAccess, Depends(project_access(Permission.TRACKING_WRITE))]
-Name = Annotated[str, Path(max_length=128, description="the dataset's name")]
+Name = Annotated[
+    str, Path(pattern=schemas.DATASET_NAME, max_length=128, description="the dataset's name")
+]
 Version = Annotated[int, Path(ge=1, description="a version number")]
 _BODY = {
     "requestBody": {
@@ -62,7 +64,6 @@ async def upload_version(
     description: Annotated[str, Query(max_length=10_000)] = "",
 ) -> schemas.DatasetVersionOut:
     """Upload a CSV or Parquet file (the body) as the next immutable version, profiled."""
-    schemas.DatasetCreate(name=name)  # the name rules, before any byte is read
     return await platform.datasets.upload(
         platform.db,
         access.project.id,
@@ -82,7 +83,6 @@ async def register_version(
     name: Name, body: schemas.DatasetRegister, access: Writable, platform: PlatformDep
 ) -> schemas.DatasetVersionOut:
     """Make the next version from a file already in the artifact store."""
-    schemas.DatasetCreate(name=name)
     return await platform.datasets.register(
         platform.db, access.project.id, name, body, access.principal.username
     )

@@ -33,7 +33,6 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from functools import partial
 from operator import attrgetter, itemgetter
 from typing import Any, TypeVar
@@ -132,17 +131,12 @@ def _place_of_key(platform: Platform, principal: Principal) -> tuple[str, str]:
     names = _scope_names.get(project_id)
     if names is not None:
         return names
-    # By id, not a permission: an admin's project key sees its project without being a
-    # member of the team, so list as the key's owner and let the check decide afterwards.
-    owner = replace(principal, key=None)
     with platform.db.read() as s:
-        for team in platform.identity.visible_teams(s, owner):
-            if principal.key is not None and team.id == principal.key.team_id:
-                for project in platform.identity.list_projects(s, owner, team):
-                    if project.id == project_id:
-                        _scope_names.put(project_id, (team.name, project.name))
-                        return team.name, project.name
-    raise NotFound("the API key's project no longer exists", field="project")
+        names = platform.identity.project_names(s, project_id)
+    if names is None:
+        raise NotFound("the API key's project no longer exists", field="project")
+    _scope_names.put(project_id, names)
+    return names
 
 
 def _place(platform: Platform, request: Request, principal: Principal) -> tuple[str, str]:

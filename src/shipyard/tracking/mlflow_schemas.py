@@ -17,8 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from shipyard.errors import BadRequest
+from shipyard.tracking.columnar import finite_or_text
 from shipyard.tracking.schemas import Key, RunStatus
-from shipyard.tracking.service import finite_or_text
 
 DEFAULT_EXPERIMENT_ID = "0"
 ARTIFACT_SCHEME = "mlflow-artifacts:/"

@@ -171,9 +171,6 @@ class TrackingRepository:
         result = s.execute(delete(RunTag).where(RunTag.run_id == run_id, RunTag.key == key))
         return bool(getattr(result, "rowcount", 0))
 
-    def child_run_ids(self, s: Session, run_id: str) -> list[str]:
-        return list(s.scalars(select(Run.id).where(Run.parent_run_id == run_id)))
-
     # metrics ----------------------------------------------------------------------------
     def lock_series(self, s: Session, run_id: str, keys: Sequence[str]) -> dict[str, SeriesHead]:
         """The run's existing series for ``keys``, row-locked on PostgreSQL so concurrent

@@ -148,12 +148,6 @@ class RunPage(Schema):
     next_page_token: str | None
 
 
-class MetricPointOut(Schema):
-    step: int
-    value: float
-    timestamp: int
-
-
 class Comparison(Schema):
     """Runs side by side: one row per param/metric key, one column per run."""
 
@@ -169,9 +163,8 @@ def history_body(
     return {"run_id": run_id, "key": key, **columns, **extra}
 
 
-DatasetName = Annotated[
-    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", max_length=128)
-]
+DATASET_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+DatasetName = Annotated[str, StringConstraints(pattern=DATASET_NAME, max_length=128)]
 
 
 class DatasetCreate(Schema):

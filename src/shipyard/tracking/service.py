@@ -50,15 +50,6 @@ def decode_token(token: str | None, field: str = "page_token") -> int:
     raise BadRequest("the page token is not valid; pass back one this server returned", field=field)
 
 
-def finite_or_text(value: float) -> float | str:
-    """JSON has no NaN or infinity; send them as protobuf JSON does."""
-    if math.isfinite(value):
-        return value
-    if math.isnan(value):
-        return "NaN"
-    return "Infinity" if value > 0 else "-Infinity"
-
-
 def run_view(run: Run, experiment: str, extras: dict[str, Any]) -> schemas.RunOut:
     """Built without validation (``model_construct``): every field comes from the database
     already typed, and validating 235 runs' worth of dicts was half of a search's time."""
@@ -99,19 +90,21 @@ class TrackingService:
         s.flush()
         return row
 
-    def experiment(self, s: Session, project_id: str, ref: str) -> Experiment:
+    @staticmethod
+    def _lookup(s: Session, project_id: str, ref: str) -> Experiment | None:
         """By id or by name, so users can type names and clients can pass ids."""
-        row = repo.experiment_by_id(s, project_id, ref) or repo.experiment_by_name(
+        return repo.experiment_by_id(s, project_id, ref) or repo.experiment_by_name(
             s, project_id, ref
         )
+
+    def experiment(self, s: Session, project_id: str, ref: str) -> Experiment:
+        row = self._lookup(s, project_id, ref)
         if row is None:
             raise NotFound(f"experiment {ref!r} not found", field="experiment")
         return row
 
     def ensure_experiment(self, s: Session, project_id: str, ref: str, actor: str) -> Experiment:
-        found = repo.experiment_by_id(s, project_id, ref) or repo.experiment_by_name(
-            s, project_id, ref
-        )
+        found = self._lookup(s, project_id, ref)
         if found is not None:
             return found
         return self.create_experiment(s, project_id, schemas.ExperimentCreate(name=ref), actor)
