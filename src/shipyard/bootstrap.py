@@ -18,7 +18,11 @@ from shipyard import __version__
 from shipyard.config import Settings
 from shipyard.db.engine import Database
 from shipyard.db.migrate import upgrade
+from shipyard.jobs.backends.base import Backend
 from shipyard.jobs.catalog import Catalog
+from shipyard.jobs.controller import JobController
+from shipyard.jobs.environments import EnvironmentCache
+from shipyard.jobs.execution import JobContext
 from shipyard.jobs.service import JobService
 from shipyard.kit.files import ensure_private_dir, write_private
 from shipyard.kit.ratelimit import SlidingWindow
@@ -49,12 +53,31 @@ class Platform:
     tracking: TrackingService
     datasets: DatasetService
     jobs: JobService
+    job_controller: JobController
     rewrappers: list[tuple[str, Rewrapper]]
     extras: dict[str, Any]
 
     @property
     def version(self) -> str:
         return __version__
+
+    def wake_jobs(self) -> None:
+        """Tell this process's job controller to look now (a submit, a stop)."""
+        self.job_controller.wake()
+
+
+def make_backend(settings: Settings) -> Backend:
+    """``SHIPYARD_COMPUTE``: ``local`` (default) or ``ray://HOST:PORT``."""
+    environments = EnvironmentCache(settings.home / "envs")
+    if settings.compute.startswith("ray://"):
+        from shipyard.jobs.backends.ray import RayBackend  # the optional extra
+
+        return RayBackend(settings.compute)  # type: ignore[no-any-return]
+    if settings.compute != "local":
+        raise ValueError(f"SHIPYARD_COMPUTE={settings.compute!r}: use 'local' or 'ray://HOST:PORT'")
+    from shipyard.jobs.backends.local import LocalBackend
+
+    return LocalBackend(environments.python_for)
 
 
 def build_platform(settings: Settings, *, migrate: bool = True) -> Platform:
@@ -83,6 +106,21 @@ def build_platform(settings: Settings, *, migrate: bool = True) -> Platform:
         max_upload_bytes=settings.max_upload_bytes,
     )
     datasets = DatasetService(artifacts)
+    tracking = TrackingService()
+    catalog = Catalog.from_config(settings.instance_types)
+    backend = make_backend(settings)
+    controller = JobController(
+        JobContext(
+            settings=settings,
+            db=db,
+            artifacts=artifacts,
+            datasets=datasets,
+            tracking=tracking,
+            identity=identity,
+            catalog=catalog,
+            backend=backend,
+        )
+    )
     rewrappers: list[tuple[str, Rewrapper]] = [
         ("data_keys", artifacts.data_keys.rewrap_all),
         ("api_key_secrets", identity.reseal_api_key_secrets),
@@ -99,13 +137,15 @@ def build_platform(settings: Settings, *, migrate: bool = True) -> Platform:
         identity,
         audit,
         artifacts,
-        TrackingService(),
+        tracking,
         datasets,
         JobService(
-            catalog=Catalog.from_config(settings.instance_types),
+            catalog=catalog,
             artifacts=artifacts,
             datasets=datasets,
+            isolation_problem=backend.isolation_problem,
         ),
+        controller,
         rewrappers,
         extras,
     )

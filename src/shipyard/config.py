@@ -40,6 +40,19 @@ class Settings(BaseSettings):
     # Instance types jobs may ask for: a JSON list of {name, cpus, memory_mib,
     # price_per_hour, gpus}, inline or in a file; the built-in cpu.* sizes when unset.
     instance_types: str | None = None
+    # Run the controllers (jobs) in this process; off for an API-only process.
+    controllers: bool = True
+    # Where job instances run: ``local`` (process groups on this machine) or ``ray://HOST:PORT``.
+    compute: str = "local"
+    # A job controller holds each job it drives for this long and renews it; a job whose lease
+    # lapses (its controller died) is adopted by another, or by the same one after a restart.
+    job_lease_s: float = 15.0
+    # How often a running job's checkpoints/ is copied to the store.
+    checkpoint_sync_s: float = 10.0
+    # What a stop allows a script between SIGTERM and SIGKILL (SageMaker gives 120 s).
+    job_stop_grace_s: float = 30.0
+    # Chaos for spot jobs: the expected number of reclaims per running hour (0: none).
+    spot_interruptions_per_hour: float = 0.0
     login_attempts_per_window: int = 10
     login_window_s: int = 300
     audit_digest_every: int = 100
@@ -73,6 +86,11 @@ class Settings(BaseSettings):
     @property
     def audit_key_path(self) -> Path:
         return self.home / "audit-signing.key"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Job working trees and logs, on the machine that runs the controller."""
+        return self.home / "jobs"
 
     @property
     def credentials_path(self) -> Path:

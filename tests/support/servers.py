@@ -110,6 +110,10 @@ def start_server(
         **os.environ,
         "SHIPYARD_LOG_LEVEL": "warning",
         "SHIPYARD_AUTH_CACHE_TTL_S": "1",
+        # Jobs: short leases, frequent checkpoint syncs and a short stop grace keep tests quick.
+        "SHIPYARD_JOB_LEASE_S": "3",
+        "SHIPYARD_CHECKPOINT_SYNC_S": "0.5",
+        "SHIPYARD_JOB_STOP_GRACE_S": "5",
         **(extra_env or {}),
     }
     if db_url:

@@ -14,6 +14,7 @@ from shipyard.api import system
 from shipyard.api.errors import install_error_handlers
 from shipyard.api.middleware import RequestContextMiddleware
 from shipyard.bootstrap import Platform
+from shipyard.jobs import router as jobs_router
 from shipyard.kit.gcpause import freeze_startup_heap
 from shipyard.security import admin_router, audit_router
 from shipyard.security import router as security_router
@@ -30,6 +31,7 @@ ROUTERS = (
     tracking_router.router,
     datasets_router.router,
     mlflow_router.router,
+    jobs_router.router,
 )
 log = logging.getLogger("shipyard")
 
@@ -47,7 +49,10 @@ def _lifespan(platform: Platform):  # type: ignore[no-untyped-def]
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         freeze_startup_heap()
+        if platform.settings.controllers:
+            platform.job_controller.start()
         yield
+        await anyio.to_thread.run_sync(platform.job_controller.stop)
         for hook in platform.extras.get("shutdown_hooks", ()):
             await anyio.to_thread.run_sync(hook)
         await anyio.to_thread.run_sync(_seal_audit, platform)

@@ -35,3 +35,12 @@ class Job(IdMixin, TimestampMixin, VersionedMixin, Base):
     lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(nullable=True)
     created_by: Mapped[str] = mapped_column(String(64), default="")
+    # What a user asked of a running job ("stop" or "interrupt"); its controller acts on it.
+    request: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # The processes of the current attempt ({"host", "pid", "cwd"}), so a controller that
+    # adopts the job after a crash can end what its predecessor left running.
+    instances: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    # The API key the job's code logs with; revoked when the job ends.
+    token_key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # What the job stored: {"model": "path@v", "output": ["path@v", ...], "logs": [...]}.
+    output_artifacts: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

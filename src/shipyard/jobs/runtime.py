@@ -331,7 +331,7 @@ def write_config(
     placement: Placement,
     *,
     hyperparameters: Mapping[str, Any],
-    channels: Mapping[str, Mapping[str, str]],
+    channels: Sequence[str] | Mapping[str, Mapping[str, str]],
 ) -> None:
     """Write ``input/config/{hyperparameters,resourceconfig,inputdataconfig}.json`` (0600),
     for scripts and libraries that read the files rather than the environment."""

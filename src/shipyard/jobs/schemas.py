@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from shipyard.errors import InvalidPath
 from shipyard.jobs.logmetrics import compile_definitions
+from shipyard.jobs.runtime import check_user_env
 from shipyard.kit.paths import validate_artifact_path
 
 JobName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", max_length=63)]
@@ -78,8 +79,10 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 }
 for _status in set(JobStatus) - TERMINAL:
     TRANSITIONS[_status] = TRANSITIONS[_status] | {JobStatus.FAILED, JobStatus.STOPPING}
+# An active job may be interrupted (a reclaim, a restart) or retried after a failure
+# (Resuming, with a new attempt).
 for _status in _ACTIVE:
-    TRANSITIONS[_status] = TRANSITIONS[_status] | {JobStatus.INTERRUPTED}
+    TRANSITIONS[_status] = TRANSITIONS[_status] | {JobStatus.INTERRUPTED, JobStatus.RESUMING}
 
 
 def may_move(current: JobStatus, target: JobStatus) -> bool:
@@ -172,6 +175,12 @@ class JobCreate(Schema):
         compile_definitions([d.model_dump() for d in value])
         return value
 
+    @field_validator("environment")
+    @classmethod
+    def _user_environment(cls, value: dict[str, str]) -> dict[str, str]:
+        check_user_env(value)
+        return value
+
     @field_validator("inputs")
     @classmethod
     def _inputs_parse(cls, value: dict[str, str]) -> dict[str, str]:
@@ -202,3 +211,8 @@ class JobOut(Schema):
     created_by: str
     created_at: datetime
     phase_times: dict[str, datetime]
+    output_artifacts: dict[str, Any] | None = None
+
+
+class JobPage(Schema):
+    jobs: list[JobOut]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import PurePosixPath
 
 from sqlalchemy.orm import Session
@@ -27,6 +27,15 @@ from shipyard.storage.service import ArtifactService
 from shipyard.tracking.datasets import DatasetService
 
 QUOTA_INSTANCES = "max_instance_count"
+POLICY_ISOLATION = "require_network_isolation"
+ACTIVE = frozenset(
+    {
+        schemas.JobStatus.STARTING,
+        schemas.JobStatus.DOWNLOADING,
+        schemas.JobStatus.RUNNING,
+        schemas.JobStatus.UPLOADING,
+    }
+)
 MAX_SOURCE_BYTES = 512 * 1024 * 1024
 
 
@@ -48,11 +57,17 @@ def source_members(data: bytes) -> set[str]:
 
 class JobService:
     def __init__(
-        self, *, catalog: Catalog, artifacts: ArtifactService, datasets: DatasetService
+        self,
+        *,
+        catalog: Catalog,
+        artifacts: ArtifactService,
+        datasets: DatasetService,
+        isolation_problem: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.catalog = catalog
         self.artifacts = artifacts
         self.datasets = datasets
+        self._isolation_problem = isolation_problem
 
     async def admit(
         self, db: Database, team: Team, project: Project, spec: schemas.JobCreate, actor: str
@@ -61,6 +76,7 @@ class JobService:
         as Pending. Nothing runs yet and nothing is stored if any check fails."""
         self.catalog.get(spec.instance_type)
         self._check_quota(team, spec)
+        self._check_isolation(team, spec)
         await self._check_source(db, project.id, spec)
         with db.read() as s:
             self._check_inputs(s, project.id, spec)
@@ -93,6 +109,23 @@ class JobService:
                 quota=QUOTA_INSTANCES,
                 limit=int(limit),
             )
+
+    def _check_isolation(self, team: Team, spec: schemas.JobCreate) -> None:
+        """A team may require isolation; isolation that cannot be had here is refused now,
+        never silently dropped."""
+        if (team.policies or {}).get(POLICY_ISOLATION) and not spec.network_isolation:
+            raise PermissionDenied(
+                f"team {team.name!r}'s policy {POLICY_ISOLATION} requires network_isolation=true",
+                field="network_isolation",
+                policy=POLICY_ISOLATION,
+            )
+        if spec.network_isolation:
+            problem = self._isolation_problem()
+            if problem:
+                raise ValidationFailed(
+                    f"network isolation is not available here: {problem}",
+                    field="network_isolation",
+                )
 
     async def _check_source(self, db: Database, project_id: str, spec: schemas.JobCreate) -> None:
         if spec.source is None:
@@ -142,11 +175,36 @@ class JobService:
             except ShipyardError as exc:
                 raise ValidationFailed(exc.message, field=field) from exc
 
+    def by_id(self, s: Session, job_id: str) -> Job:
+        job = repo.by_id(s, job_id)
+        if job is None:
+            raise NotFound(f"job {job_id!r} not found", field="name")
+        return job
+
     def get(self, s: Session, project_id: str, name: str) -> Job:
         job = repo.by_name(s, project_id, name)
         if job is None:
             raise NotFound(f"job {name!r} not found", field="name")
         return job
 
-    def listing(self, s: Session, project_id: str, limit: int = 100) -> Sequence[Job]:
-        return repo.in_project(s, project_id, limit)
+    def listing(
+        self, s: Session, project_id: str, limit: int = 100, status: str | None = None
+    ) -> Sequence[Job]:
+        return repo.in_project(s, project_id, limit, status)
+
+    def request(self, s: Session, project_id: str, name: str, what: str) -> Job:
+        """Ask the job's controller to stop it or interrupt it (409 if it cannot be)."""
+        job = self.get(s, project_id, name)
+        status = schemas.JobStatus(job.status)
+        if status.terminal:
+            raise Conflict(f"job {name!r} is {status.value}", field="name")
+        if what == "interrupt" and status not in ACTIVE:
+            raise Conflict(
+                f"job {name!r} is {status.value}; only a job that holds instances "
+                f"({', '.join(sorted(a.value for a in ACTIVE))}) can be interrupted",
+                field="name",
+            )
+        if not repo.set_request(s, job.id, what):
+            raise Conflict(f"job {name!r} changed meanwhile; look again", field="name")
+        s.refresh(job)
+        return job

@@ -28,6 +28,8 @@ class Team(IdMixin, TimestampMixin, TaggedMixin, Base):
     description: Mapped[str] = mapped_column(String(1024), default="")
     required_tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     quotas: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Rules for the team's workloads, e.g. {"require_network_isolation": true}.
+    policies: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class Project(IdMixin, TimestampMixin, TaggedMixin, Base):

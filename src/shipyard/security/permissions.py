@@ -30,6 +30,8 @@ class Permission(StrEnum):
     ARTIFACT_DELETE = "artifact:delete"
     TRACKING_READ = "tracking:read"  # experiments, runs, metrics, datasets
     TRACKING_WRITE = "tracking:write"
+    JOB_READ = "job:read"  # jobs, their logs
+    JOB_RUN = "job:run"  # submit, stop, interrupt
     AUDIT_READ = "audit:read"
     KEY_MANAGE = "key:manage"  # create/revoke one's own API keys within one's role
     ENDPOINT_INVOKE = "endpoint:invoke"
@@ -40,12 +42,14 @@ _VIEWER = {
     Permission.PROJECT_READ,
     Permission.ARTIFACT_READ,
     Permission.TRACKING_READ,
+    Permission.JOB_READ,
     Permission.KEY_MANAGE,
 }
 _BUILDER = _VIEWER | {
     Permission.ARTIFACT_WRITE,
     Permission.ARTIFACT_DELETE,
     Permission.TRACKING_WRITE,
+    Permission.JOB_RUN,
     Permission.ENDPOINT_INVOKE,
 }
 _LEAD = _BUILDER | {Permission.PROJECT_CREATE, Permission.TEAM_MANAGE, Permission.AUDIT_READ}

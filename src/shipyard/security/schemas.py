@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -56,9 +56,23 @@ class TeamCreate(Schema):
     tags: Tags = Field(default_factory=dict)
 
 
+class TeamQuotas(Schema):
+    max_instance_count: int | None = Field(
+        default=None, ge=1, le=1024, description="most instances one job may ask for"
+    )
+
+
+class TeamPolicies(Schema):
+    require_network_isolation: bool = Field(
+        default=False, description="every job of the team must run network-isolated"
+    )
+
+
 class TeamUpdate(Schema):
     description: str | None = Field(default=None, max_length=1024)
     required_tags: list[str] | None = Field(default=None, max_length=50)
+    quotas: TeamQuotas | None = None
+    policies: TeamPolicies | None = None
 
 
 class TeamOut(Schema):
@@ -67,6 +81,8 @@ class TeamOut(Schema):
     description: str
     required_tags: list[str]
     tags: dict[str, str]
+    quotas: dict[str, Any] = Field(default_factory=dict)
+    policies: dict[str, Any] | None = None
     created_at: datetime
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
@@ -138,6 +138,11 @@ class IdentityService:
             team.description = data.description
         if data.required_tags is not None:
             team.required_tags = data.required_tags
+        if data.quotas is not None:
+            team.quotas = data.quotas.model_dump(exclude_none=True)
+        if data.policies is not None:
+            team.policies = data.policies.model_dump()
+        self._changed(s)  # cached places carry the team row
         s.flush()
         return team
 
@@ -313,22 +318,36 @@ class IdentityService:
                 f"a key may not carry role {data.role.value!r}: it is higher than yours",
                 field="role",
             )
-        key_id, secret = new_api_key_id(), new_api_key_secret()
         expiry = (
             timedelta(days=data.expires_in_days)
             if data.expires_in_days
             else (self._default_key_ttl)
         )
+        return self._new_key(
+            s, data.name, principal.user_id, team_id, project_id, data.role, utcnow() + expiry
+        )
+
+    def _new_key(
+        self,
+        s: Session,
+        name: str,
+        user_id: str,
+        team_id: str | None,
+        project_id: str | None,
+        role: Role,
+        expires_at: datetime,
+    ) -> NewApiKey:
+        key_id, secret = new_api_key_id(), new_api_key_secret()
         row = ApiKey(
             key_id=key_id,
-            name=data.name,
-            user_id=principal.user_id,
+            name=name,
+            user_id=user_id,
             team_id=team_id,
             project_id=project_id,
-            role=data.role,
+            role=role,
             secret_hash=hash_token(secret),
             secret_encrypted=self._master.seal(secret.encode(), context=key_id.encode()),
-            expires_at=utcnow() + expiry,
+            expires_at=expires_at,
         )
         repo.add(s, row)
         return NewApiKey(row=row, secret=secret)
@@ -351,6 +370,35 @@ class IdentityService:
         self._check_key_manager(principal)
         rows = repo.api_keys_of_user(s, None if principal.is_platform_admin else principal.user_id)
         return [row for row in rows if self._manages(principal, row)]
+
+    def issue_workload_key(
+        self,
+        s: Session,
+        *,
+        username: str,
+        team_id: str,
+        project_id: str,
+        role: Role,
+        name: str,
+        expires_at: datetime,
+    ) -> NewApiKey:
+        """A key the platform makes for code it runs on a user's behalf (a job's script).
+
+        Scoped to one project, never above ``role``, on the submitter's account (so the audit
+        trail names them), expiring at ``expires_at``; the platform revokes it when the
+        workload ends. No principal check: the caller already authorised the workload.
+        """
+        user = repo.user_by_name(s, username)
+        if user is None:
+            raise NotFound(f"user {username!r} not found", field="created_by")
+        return self._new_key(s, name[:128], user.id, team_id, project_id, role, expires_at)
+
+    def revoke_workload_key(self, s: Session, key_id: str) -> None:
+        row = repo.api_key(s, key_id)
+        if row is not None and row.revoked_at is None:
+            row.revoked_at = utcnow()
+            self._changed(s)
+            s.flush()
 
     def revoke_api_key(self, s: Session, principal: Principal, key_id: str) -> ApiKey:
         self._check_key_manager(principal)

@@ -14,6 +14,7 @@ separate artifact path), never on the keys the matrix itself uses.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,9 @@ PLATFORM = frozenset({"platform"})
 V1 = "/api/v1"
 PROJECT = V1 + "/projects/{team}/{project}"
 PASSWORD = "matrix-login-password"
+# Jobs that need no uploaded source: stdlib modules run as the entry point.
+QUICK_JOB = {"entry_point": "this"}
+LONG_JOB = {"entry_point": "timeit", "arguments": ["-n1", "-r1", "import time; time.sleep(120)"]}
 CSV = b"a,b\n1,x\n2,y\n"
 
 
@@ -66,9 +70,12 @@ class Matrix:
         self._ok(self.admin.put(self._artifact("m/data.csv"), content=CSV))
         self._ok(self.admin.post(self._project("/experiments"), json={"name": "mx-exp"}))
         self.run_id = self._new_run()
+        self.long_jobs: list[str] = []
         self._ok(self.admin.put(self._project("/datasets/mx-data/versions"), content=CSV))
+        self._ok(self.admin.post(self._project("/jobs"), json=QUICK_JOB | {"name": "mx-data"}))
 
     def close(self) -> None:
+        self.stop_long_jobs()
         for client in self.clients.values():
             client.close()
 
@@ -193,6 +200,26 @@ class Matrix:
     def dataset_register(self, col: str) -> Call:
         return Call(json={"artifact_path": "m/data.csv"})
 
+    def new_job(self, col: str) -> Call:
+        return Call(json=QUICK_JOB | {"name": unique("mx-job-")})
+
+    def running_job(self, col: str) -> Call:
+        """A job that holds its instance (interrupt needs one), stopped when the test ends."""
+        name = unique("mx-long-")
+        self._ok(self.admin.post(self._project("/jobs"), json=LONG_JOB | {"name": name}))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status = self._ok(self.admin.get(self._project(f"/jobs/{name}"))).json()["status"]
+            if status == "Running":
+                break
+            time.sleep(0.05)
+        self.long_jobs.append(name)
+        return Call(params={"name": name})
+
+    def stop_long_jobs(self) -> None:
+        for name in self.long_jobs:
+            self.admin.post(self._project(f"/jobs/{name}/stop"))
+
 
 Prepare = Callable[[Matrix, str], Call]
 
@@ -264,6 +291,13 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("GET", PROJECT + "/datasets/{name}/versions"): Row(READERS),
     ("GET", PROJECT + "/datasets/{name}/versions/{version}"): Row(READERS),
     ("GET", PROJECT + "/datasets/{name}/versions/{version}/runs"): Row(READERS),
+    # jobs
+    ("POST", PROJECT + "/jobs"): Row(BUILDERS, Matrix.new_job),
+    ("GET", PROJECT + "/jobs"): Row(READERS),
+    ("GET", PROJECT + "/jobs/{name}"): Row(READERS),
+    ("GET", PROJECT + "/jobs/{name}/logs"): Row(READERS),
+    ("POST", PROJECT + "/jobs/{name}/stop"): Row(BUILDERS, Matrix.running_job),
+    ("POST", PROJECT + "/jobs/{name}/interrupt"): Row(BUILDERS, Matrix.running_job),
 }
 
 
