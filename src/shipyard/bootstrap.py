@@ -72,7 +72,7 @@ def make_backend(settings: Settings) -> Backend:
     if settings.compute.startswith("ray://"):
         from shipyard.jobs.backends.ray import RayBackend  # the optional extra
 
-        return RayBackend(settings.compute)  # type: ignore[no-any-return]
+        return RayBackend(settings.compute)
     if settings.compute != "local":
         raise ValueError(f"SHIPYARD_COMPUTE={settings.compute!r}: use 'local' or 'ray://HOST:PORT'")
     from shipyard.jobs.backends.local import LocalBackend

@@ -205,7 +205,6 @@ class JobExecution:
     def _continue_after(self, outcome: Outcome) -> bool:
         """Start another attempt if the outcome allows one; False if the job ends."""
         if outcome.status == JobStatus.INTERRUPTED:
-            self.attempt += 1
             self._move(JobStatus.INTERRUPTED, outcome.reason, request=None, instances=None)
             return True
         if outcome.retryable and self.retries < self.spec.max_retries:
@@ -261,7 +260,8 @@ class JobExecution:
     # --- one attempt -----------------------------------------------------------------------
 
     def _attempt(self) -> Outcome | None:
-        if self.status in (JobStatus.INTERRUPTED,):
+        if self.status == JobStatus.INTERRUPTED:  # a new attempt, not a retry
+            self.attempt += 1
             self._move(JobStatus.RESUMING, attempt=self.attempt)
         if self.status == JobStatus.RESUMING:
             self._note_all(f"--- attempt {self.attempt} ---")
@@ -532,6 +532,8 @@ class JobExecution:
                 cluster.stop(grace_s=5.0)
             self._collect_metrics(cluster, extractor, points)
             self._flush_metrics(points)
+            if self.spec.checkpointing:  # the process is gone: its files are complete
+                self._sync_checkpoints(cluster)
             return Outcome(
                 JobStatus.FAILED, self._failure_reason(cluster, failed, codes[failed]), True
             )
