@@ -8,11 +8,12 @@ import io
 import json
 import tarfile
 import time
+from pathlib import Path
 
 import httpx
 from tests.conftest import Tenant, make_tenant
 from tests.support.jobs import base, logs, pack, submit, upload, wait_for
-from tests.support.servers import RunningServer
+from tests.support.servers import RunningServer, start_server
 
 # A deterministic trainer: each epoch's update depends only on the epoch number and the
 # weights so far, and its state is checkpointed (atomically) after every epoch. Resumed from
@@ -216,3 +217,30 @@ def test_failures_are_retried_up_to_max_retries(server: RunningServer) -> None:
         assert hopeless["status"] == "Failed"
         assert (hopeless["attempt"], hopeless["retries"]) == (3, 2)
         assert "attempt failed (mode always)" in hopeless["reason"]
+
+
+def test_chaos_reclaims_spot_jobs_only_and_they_still_finish(
+    fresh_db_url: str, tmp_path: Path
+) -> None:
+    """With the chaos setting, spot jobs are reclaimed at random (a few times at most);
+    on-demand jobs never are. Both reach the same model."""
+    chaotic = start_server(
+        tmp_path / "home",
+        db_url=fresh_db_url,
+        extra_env={"SHIPYARD_SPOT_INTERRUPTIONS_PER_HOUR": "20000"},
+    )
+    try:
+        tenant = make_tenant(chaotic, ("scientist",))
+        with chaotic.client(tenant.keys["scientist"]) as client:
+            upload(client, tenant, "src/det.tar.gz", pack({"train.py": DETERMINISTIC_TRAIN}))
+            _trainer(client, tenant, "on-demand")
+            _trainer(client, tenant, "spot", spot=True)
+            on_demand = wait_for(client, tenant, "on-demand", timeout=120)
+            spot = wait_for(client, tenant, "spot", timeout=120)
+            assert on_demand["status"] == spot["status"] == "Completed", spot["reason"]
+            assert on_demand["attempt"] == 1
+            assert spot["attempt"] > 1
+            assert "instances reclaimed" in logs(client, tenant, "spot")
+            assert _model(client, tenant, spot) == _model(client, tenant, on_demand)
+    finally:
+        chaotic.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import time
 
 from tests.conftest import make_tenant
 from tests.support.jobs import base, logs, pack, submit, upload, wait_for
@@ -99,3 +100,60 @@ def test_a_failing_script_fails_with_its_last_log_lines(server: RunningServer) -
     assert "bad data in row 7" in done["reason"]
     assert "line 79" in done["reason"] and "line 30" not in done["reason"]
     assert done["retries"] == 0 and done["attempt"] == 1
+
+
+# Uses the job's own credentials the way the SDK would, and keeps them to show they die with
+# the job (only a test would write its key to its output).
+USES_ITS_KEY = """
+    import json, os, pathlib, time, urllib.request
+
+    def get(path):
+        request = urllib.request.Request(
+            os.environ["SHIPYARD_URL"] + path,
+            headers={"Authorization": "Bearer " + os.environ["SHIPYARD_API_KEY"]},
+        )
+        with urllib.request.urlopen(request) as response:
+            return json.load(response)
+
+    project = os.environ["SHIPYARD_PROJECT"]
+    run = get(f"/api/v1/projects/{project}/runs/{os.environ['SHIPYARD_RUN_ID']}")
+    print(f"my run is {run['status']} named {run['name']}", flush=True)
+    print("auc=0.61", flush=True)
+    out = pathlib.Path(os.environ["SM_OUTPUT_DATA_DIR"])
+    time.sleep(float(os.environ["SM_HP_HOLD"]))
+    print("auc=0.75", flush=True)
+    (out / "key.txt").write_text(os.environ["SHIPYARD_API_KEY"])
+"""
+
+
+def test_the_jobs_key_works_while_it_runs_and_dies_with_it(server: RunningServer) -> None:
+    tenant = make_tenant(server, ("scientist",))
+    with server.client(tenant.keys["scientist"]) as client:
+        upload(client, tenant, "src/key.tar.gz", pack({"key.py": USES_ITS_KEY}))
+        submit(
+            client,
+            tenant,
+            name="keyed",
+            entry_point="key.py",
+            source="src/key.tar.gz",
+            hyperparameters={"hold": 2.0},
+            metric_definitions=[{"name": "auc", "regex": r"auc=([0-9.]+)"}],
+        )
+        running = wait_for(client, tenant, "keyed", {"Running"})
+        # metrics arrive while the job runs, not only at its end
+        deadline = time.monotonic() + 20
+        metric = None
+        while metric is None and time.monotonic() < deadline:
+            run = client.get(f"{base(tenant)}/runs/{running['run_id']}").json()
+            metric = run["metrics"].get("auc")
+            time.sleep(0.1)
+        assert metric is not None and metric["value"] == 0.61
+        assert client.get(f"{base(tenant)}/jobs/keyed").json()["status"] == "Running"
+
+        done = wait_for(client, tenant, "keyed")
+        assert done["status"] == "Completed", done["reason"]
+        assert "my run is RUNNING named keyed" in logs(client, tenant, "keyed")
+        key = client.get(f"{base(tenant)}/artifacts/jobs/keyed/output/key.txt").text
+    with server.client(key) as stale:
+        r = stale.get(f"{base(tenant)}/runs/{done['run_id']}")
+        assert r.status_code == 401
