@@ -109,12 +109,18 @@ def build_platform(settings: Settings, *, migrate: bool = True) -> Platform:
     tracking = TrackingService()
     catalog = Catalog.from_config(settings.instance_types)
     backend = make_backend(settings)
+    jobs = JobService(
+        catalog=catalog,
+        artifacts=artifacts,
+        datasets=datasets,
+        isolation_problem=backend.isolation_problem,
+    )
     controller = JobController(
         JobContext(
             settings=settings,
             db=db,
             artifacts=artifacts,
-            datasets=datasets,
+            jobs=jobs,
             tracking=tracking,
             identity=identity,
             catalog=catalog,
@@ -139,12 +145,7 @@ def build_platform(settings: Settings, *, migrate: bool = True) -> Platform:
         artifacts,
         tracking,
         datasets,
-        JobService(
-            catalog=catalog,
-            artifacts=artifacts,
-            datasets=datasets,
-            isolation_problem=backend.isolation_problem,
-        ),
+        jobs,
         controller,
         rewrappers,
         extras,

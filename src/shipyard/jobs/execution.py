@@ -39,13 +39,13 @@ from shipyard.jobs.host import Fetch, FileState, InstanceError, InstanceSpec
 from shipyard.jobs.logmetrics import LogMetricExtractor, compile_definitions
 from shipyard.jobs.repository import job_repository as repo
 from shipyard.jobs.schemas import JobCreate, JobKind, JobStatus
+from shipyard.jobs.service import JobService
 from shipyard.kit.ids import utcnow
 from shipyard.security.permissions import Role
 from shipyard.security.service import IdentityService
 from shipyard.storage.models import ArtifactVersion
 from shipyard.storage.service import ArtifactService
 from shipyard.tracking import schemas as tracking_schemas
-from shipyard.tracking.datasets import DatasetService
 from shipyard.tracking.service import TrackingService
 
 log = logging.getLogger("shipyard.jobs")
@@ -71,7 +71,7 @@ class JobContext:
     settings: Settings
     db: Database
     artifacts: ArtifactService
-    datasets: DatasetService
+    jobs: JobService
     tracking: TrackingService
     identity: IdentityService
     catalog: Catalog
@@ -398,18 +398,15 @@ class JobExecution:
             if self.spec.source:
                 row = artifacts.find(s, self.project_id, self.spec.source, None)
                 source.append(self._fetch(row, "source.tar.gz"))
-            channels: dict[str, list[Fetch]] = {}
-            for channel, where in self.spec.channels.items():
-                if where.source == "dataset":
-                    _, version = self.ctx.datasets.version(
-                        s, self.project_id, where.name, where.version or 0
+            channels = {
+                channel: [
+                    self._fetch(row, name)
+                    for row, name in self.ctx.jobs.channel_files(
+                        s, self.project_id, where, field=f"inputs.{channel}"
                     )
-                    row = artifacts.find(
-                        s, self.project_id, version.artifact_path, version.artifact_version
-                    )
-                else:
-                    row = artifacts.find(s, self.project_id, where.name, where.version)
-                channels[channel] = [self._fetch(row, row.path.rsplit("/", 1)[-1])]
+                ]
+                for channel, where in self.spec.channels.items()
+            }
             prefix = f"{job_prefix(self.name)}/checkpoints/"
             checkpoints = []
             if self.spec.checkpointing:

@@ -37,6 +37,7 @@ ACTIVE = frozenset(
     }
 )
 MAX_SOURCE_BYTES = 512 * 1024 * 1024
+MAX_CHANNEL_FILES = 10_000
 
 
 def entry_point_files(entry_point: str) -> tuple[str, ...]:
@@ -45,6 +46,10 @@ def entry_point_files(entry_point: str) -> tuple[str, ...]:
         return (entry_point,)
     module = PurePosixPath(*entry_point.split("."))
     return (f"{module}.py", f"{module}/__main__.py")
+
+
+def _basename(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
 
 
 def source_members(data: bytes) -> set[str]:
@@ -166,14 +171,38 @@ class JobService:
 
     def _check_inputs(self, s: Session, project_id: str, spec: schemas.JobCreate) -> None:
         for channel, source in spec.channels.items():
-            field = f"inputs.{channel}"
-            if source.source == "artifact":
-                self._find(s, project_id, source.name, source.version, field)
-                continue
+            self.channel_files(s, project_id, source, field=f"inputs.{channel}")
+
+    def channel_files(
+        self, s: Session, project_id: str, source: schemas.InputChannel, *, field: str
+    ) -> list[tuple[ArtifactVersion, str]]:
+        """The stored files a channel receives, each with its name inside the channel.
+
+        A dataset version is its one file; an artifact path is that file, or — like an S3
+        prefix on SageMaker — every file under it when no file has exactly that path.
+        """
+        if source.source == "dataset":
             try:
-                self.datasets.version(s, project_id, source.name, source.version or 0)
+                _, version = self.datasets.version(s, project_id, source.name, source.version or 0)
             except ShipyardError as exc:
                 raise ValidationFailed(exc.message, field=field) from exc
+            row = self._find(s, project_id, version.artifact_path, version.artifact_version, field)
+            return [(row, _basename(row.path))]
+        try:
+            row = self.artifacts.find(s, project_id, source.name, source.version)
+            return [(row, _basename(row.path))]
+        except NotFound as exc:
+            prefix = source.name.rstrip("/") + "/"
+            rows = (
+                []
+                if source.version
+                else self.artifacts.list_latest(s, project_id, prefix, MAX_CHANNEL_FILES)
+            )
+            if not rows:
+                raise ValidationFailed(
+                    f"{exc.message}, and no artifact is stored under {prefix!r}", field=field
+                ) from exc
+            return [(r, r.path.removeprefix(prefix)) for r in rows]
 
     def by_id(self, s: Session, job_id: str) -> Job:
         job = repo.by_id(s, job_id)

@@ -157,3 +157,50 @@ def test_the_jobs_key_works_while_it_runs_and_dies_with_it(server: RunningServer
     with server.client(key) as stale:
         r = stale.get(f"{base(tenant)}/runs/{done['run_id']}")
         assert r.status_code == 401
+
+
+LISTS_CHANNELS = """
+    import os, pathlib
+
+    for channel in ("train", "extra"):
+        root = pathlib.Path(os.environ[f"SM_CHANNEL_{channel.upper()}"])
+        files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+        print(channel, files)
+"""
+
+
+def test_channels_take_dataset_versions_and_artifact_prefixes(server: RunningServer) -> None:
+    tenant = make_tenant(server, ("scientist",))
+    with server.client(tenant.keys["scientist"]) as client:
+        upload(client, tenant, "src/ls.tar.gz", pack({"ls.py": LISTS_CHANNELS}))
+        r = client.put(f"{base(tenant)}/datasets/marketing/versions", content=b"a,b\n1,2\n")
+        assert r.status_code == 201, r.text
+        upload(client, tenant, "data/many/a.txt", b"a")
+        upload(client, tenant, "data/many/sub/b.txt", b"b")
+        r = client.post(
+            f"{base(tenant)}/jobs",
+            json={
+                "name": "nothing-there",
+                "entry_point": "ls.py",
+                "source": "src/ls.tar.gz",
+                "inputs": {"train": "data/nothing"},
+            },
+        )
+        assert r.status_code == 422
+        assert r.json()["error"]["field"] == "inputs.train"
+        submit(
+            client,
+            tenant,
+            name="lister",
+            entry_point="ls.py",
+            source="src/ls.tar.gz",
+            inputs={"train": "dataset:marketing:1", "extra": "data/many"},
+        )
+        done = wait_for(client, tenant, "lister")
+        assert done["status"] == "Completed", done["reason"]
+        text = logs(client, tenant, "lister")
+        assert "extra ['a.txt', 'sub/b.txt']" in text
+        train_files = text.split("train [")[1].split("]")[0]
+        assert train_files.count("'") == 2 and train_files.endswith(".csv'")
+        readers = client.get(f"{base(tenant)}/datasets/marketing/versions/1/runs").json()
+        assert done["run_id"] in [run["id"] for run in readers["runs"]]
