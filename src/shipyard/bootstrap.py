@@ -68,7 +68,6 @@ class Platform:
 
 def make_backend(settings: Settings) -> Backend:
     """``SHIPYARD_COMPUTE``: ``local`` (default) or ``ray://HOST:PORT``."""
-    environments = EnvironmentCache(settings.home / "envs")
     if settings.compute.startswith("ray://"):
         from shipyard.jobs.backends.ray import RayBackend  # the optional extra
 
@@ -77,7 +76,7 @@ def make_backend(settings: Settings) -> Backend:
         raise ValueError(f"SHIPYARD_COMPUTE={settings.compute!r}: use 'local' or 'ray://HOST:PORT'")
     from shipyard.jobs.backends.local import LocalBackend
 
-    return LocalBackend(environments.python_for)
+    return LocalBackend(EnvironmentCache(settings.home / "envs").python_for)
 
 
 def build_platform(settings: Settings, *, migrate: bool = True) -> Platform:

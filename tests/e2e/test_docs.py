@@ -1,10 +1,12 @@
 """The commands in the README and docs/ are run as written, against a real server.
 
-Each document gets a fresh server. Every ``shipyard ...`` line of its ``sh`` blocks runs in a
-shell with the CLI on PATH, then every ``python`` block runs; each must succeed. Password
-prompts are answered through the documented variables (``SHIPYARD_PASSWORD``,
-``SHIPYARD_NEW_PASSWORD``). Lines that start the server or set up S3 are skipped (the server
-is already up), and a ``SHK...`` placeholder becomes the id of the key made just before.
+Each document gets a fresh server. Its file blocks (fences like ```` ```python file=a/b.py ````,
+which render as ordinary code) are written first, under those names; then every
+``shipyard ...`` line of its ``sh`` blocks runs in a shell with the CLI on PATH, then every
+``python`` block runs; each must succeed. Password prompts are answered through the documented
+variables (``SHIPYARD_PASSWORD``, ``SHIPYARD_NEW_PASSWORD``). Lines that start the server or set
+up S3 are skipped (the server is already up), and a ``SHK...`` placeholder becomes the id of
+the key made just before.
 """
 
 from __future__ import annotations
@@ -20,15 +22,30 @@ from tests.support.cli import cli_env
 from tests.support.servers import RunningServer, start_server
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = ["README.md", "docs/artifacts.md", "docs/security.md", "docs/tracking.md"]
+DOCS = [
+    "README.md",
+    "docs/artifacts.md",
+    "docs/security.md",
+    "docs/tracking.md",
+    "docs/jobs.md",
+]
 DOC_URL = "http://127.0.0.1:8080"
 SKIPPED = ("make ", "source ", "export ", "shipyard up")
 # What a document assumes was done before it (it says so in its text).
-PRELUDE = {"docs/artifacts.md": "README.md", "docs/tracking.md": "README.md"}
+PRELUDE = {
+    "docs/artifacts.md": "README.md",
+    "docs/tracking.md": "README.md",
+    "docs/jobs.md": "README.md",
+}
 
 
 def blocks(text: str, language: str) -> list[str]:
     return re.findall(rf"^```{language}\n(.*?)^```", text, flags=re.S | re.M)
+
+
+def file_blocks(text: str) -> list[tuple[str, str]]:
+    """``(path, content)`` of every block whose info string names a file."""
+    return re.findall(r"^```\w+ file=(\S+)\n(.*?)^```", text, flags=re.S | re.M)
 
 
 def shell_lines(text: str) -> list[str]:
@@ -77,6 +94,9 @@ def test_documented_commands_work_as_written(
         SHIPYARD_NEW_PASSWORD="ana-password-1",
     )
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    for name, content in file_blocks(text):
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_text(content)
     last_key_id = ""
     commands = shell_lines(text)
     assert commands, f"{doc} has no shell commands to check"

@@ -15,7 +15,7 @@ projects = typer.Typer(
 users = typer.Typer(help="Users (platform admins only).", no_args_is_help=True)
 members = typer.Typer(help="Who belongs to a team, and with which role.", no_args_is_help=True)
 
-TEAM_COLUMNS = ("name", "description", "required_tags", "created_at")
+TEAM_COLUMNS = ("name", "description", "required_tags", "quotas", "policies", "created_at")
 PROJECT_COLUMNS = ("team", "name", "description", "tags", "created_at")
 
 
@@ -46,6 +46,44 @@ def show_team(name: str, as_json: JsonOption = False) -> None:
     """Show a team and its tag policy."""
     with session() as client:
         emit_one(client.get_team(name), as_json)
+
+
+@teams.command("update")
+def update_team(
+    name: str,
+    description: Annotated[str | None, typer.Option(help="What the team works on")] = None,
+    max_instance_count: Annotated[
+        int | None,
+        typer.Option(min=0, help="Most instances one job may ask for; 0 removes the limit"),
+    ] = None,
+    require_network_isolation: Annotated[
+        bool | None,
+        typer.Option(
+            "--require-network-isolation/--no-require-network-isolation",
+            help="Whether every job of the team must run network-isolated",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Change a team's description, job quota or job policy (team admins and leads)."""
+    with session() as client:
+        quotas = policies = None
+        if max_instance_count is not None or require_network_isolation is not None:
+            team = client.get_team(name)  # quotas and policies are replaced whole: merge
+            if max_instance_count is not None:
+                quotas = {**team.get("quotas", {}), "max_instance_count": max_instance_count}
+                if max_instance_count == 0:
+                    del quotas["max_instance_count"]
+            if require_network_isolation is not None:
+                policies = {
+                    **(team.get("policies") or {}),
+                    "require_network_isolation": require_network_isolation,
+                }
+        updated = client.update_team(
+            name, description=description, quotas=quotas, policies=policies
+        )
+    emit_one(updated, as_json)
 
 
 @projects.command("create")

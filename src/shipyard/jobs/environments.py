@@ -42,6 +42,7 @@ from pathlib import Path
 from uv import find_uv_bin
 
 from shipyard.errors import ShipyardError
+from shipyard.kit.files import ensure_private_dir
 
 __all__ = ["EnvironmentBuildError", "EnvironmentCache"]
 
@@ -112,7 +113,7 @@ class EnvironmentCache:
         key = environment_key(requirements)
         env_dir = self.root / key[:32]
         if not (env_dir / _READY).exists():
-            self.root.mkdir(parents=True, exist_ok=True)
+            ensure_private_dir(self.root)
             with _file_lock(self.root / f"{key[:32]}.lock"):
                 # Whoever held the lock before us may have just built it.
                 if not (env_dir / _READY).exists():
@@ -168,6 +169,7 @@ class EnvironmentCache:
             cwd=self.root,  # config is found from here upwards, never from the server's cwd
             env=self._uv_env(),
             start_new_session=True,  # so a timeout kills uv and the builds it spawned
+            umask=0o077,  # the platform's home is private, its environments too
         )
         timed_out = threading.Event()
 

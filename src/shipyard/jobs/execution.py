@@ -40,6 +40,7 @@ from shipyard.jobs.logmetrics import LogMetricExtractor, compile_definitions
 from shipyard.jobs.repository import job_repository as repo
 from shipyard.jobs.schemas import JobCreate, JobKind, JobStatus
 from shipyard.jobs.service import JobService
+from shipyard.kit.files import ensure_private_dir, open_private_append
 from shipyard.kit.ids import utcnow
 from shipyard.security.permissions import Role
 from shipyard.security.service import IdentityService
@@ -146,6 +147,8 @@ class JobExecution:
             self.request = job.request
             self.instances = job.instances
         self.logs = log_dir(ctx.settings, job_id)
+        for private in (ctx.settings.jobs_dir, self.logs.parent, self.logs):
+            ensure_private_dir(private)
         self.hosts = [f"algo-{i + 1}" for i in range(self.spec.instance_count)]
         self.chaos_interrupts = 0
         self.runtime_used = 0.0
@@ -396,7 +399,7 @@ class JobExecution:
         with self.ctx.db.read() as s:
             source = []
             if self.spec.source:
-                row = artifacts.find(s, self.project_id, self.spec.source, None)
+                row = artifacts.find(s, self.project_id, self.spec.source, self.spec.source_version)
                 source.append(self._fetch(row, "source.tar.gz"))
             channels = {
                 channel: [
@@ -429,9 +432,7 @@ class JobExecution:
 
     def _watch(self, cluster: Cluster) -> Outcome | None:
         """Follow the attempt until its instances end or something ends them."""
-        extractor = LogMetricExtractor(
-            compile_definitions([d.model_dump() for d in self.spec.metric_definitions])
-        )
+        extractor = self._extractor()
         points: list[tuple[str, float, int, int | None]] = []
         started = time.monotonic()
         last_request = last_flush = last_sync = started
@@ -475,6 +476,24 @@ class JobExecution:
                 time.sleep(TICK_S)
         finally:
             self.runtime_used += time.monotonic() - started
+            # what the instances printed before they were stopped or reclaimed still counts
+            self._collect_metrics(cluster, extractor, points)
+            self._flush_metrics(points)
+
+    def _extractor(self) -> LogMetricExtractor:
+        """Steps continue after what earlier attempts logged, so a resumed job's points
+        follow its first attempt's rather than overwrite them."""
+        definitions = compile_definitions([d.model_dump() for d in self.spec.metric_definitions])
+        start: dict[str, int] = {}
+        if self.run_id is not None:
+            with self.ctx.db.read() as s:
+                for definition in definitions:
+                    series = self.ctx.tracking.series(
+                        s, self.project_id, self.run_id, definition.name
+                    )
+                    if series is not None:
+                        start[definition.name] = series.latest_step + 1
+        return LogMetricExtractor(definitions, start)
 
     def _collect_metrics(
         self,
@@ -539,7 +558,10 @@ class JobExecution:
         if self.spec.checkpointing:
             self._sync_checkpoints(cluster)
         self._move(JobStatus.UPLOADING)
-        self._upload_results(cluster)
+        try:
+            self._upload_results(cluster)
+        except (OSError, ShipyardError, RuntimeError) as exc:  # e.g. a remote instance lost
+            return Outcome(JobStatus.FAILED, f"UploadFailed: {exc}", retryable=True)
         return Outcome(JobStatus.COMPLETED)
 
     def _failure_reason(self, cluster: Cluster, index: int, code: int | None) -> str:
@@ -578,10 +600,9 @@ class JobExecution:
         self.release("Interrupted: the platform stopped; the job resumes when it starts")
 
     def _note_all(self, message: str) -> None:
-        self.logs.mkdir(parents=True, exist_ok=True)
         for host in self.hosts:
-            with (self.logs / f"{host}.log").open("a", encoding="utf-8") as f:
-                f.write(f"[shipyard] {message}\n")
+            with open_private_append(self.logs / f"{host}.log") as f:
+                f.write(f"[shipyard] {message}\n".encode())
 
     # --- storing -----------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ import httpx
 
 from shipyard.jobs import runtime
 from shipyard.jobs.backends.process import InstanceProcess, Limits
+from shipyard.kit.files import open_private_append, write_private
 
 DOWNLOAD_TIMEOUT_S = 300.0
 LOG_CHUNK_BYTES = 1024 * 1024
@@ -129,16 +130,15 @@ class InstanceHost:
 
     def note(self, message: str) -> None:
         """A platform line in the instance's log, so a user sees each phase where it is."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("a", encoding="utf-8") as log:
-            log.write(f"[shipyard] {message}\n")
+        with open_private_append(self.log_path) as log:
+            log.write(f"[shipyard] {message}\n".encode())
 
     def prepare(self) -> None:
         """Lay out the tree and fill it: source, channels, checkpoints, environment, config."""
         spec = self.spec
         if self.layout.root.exists():
             shutil.rmtree(self.layout.root)
-        self.layout.root.parent.mkdir(parents=True, exist_ok=True)
+        self.layout.root.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.layout.create(list(spec.channels))
         with httpx.Client(timeout=DOWNLOAD_TIMEOUT_S, follow_redirects=False) as client:
             if spec.source is not None:
@@ -162,8 +162,9 @@ class InstanceHost:
     def _download_all(self, client: httpx.Client, fetches: Sequence[Fetch], base: Path) -> None:
         for fetch in fetches:
             target = _inside(base, fetch.dest)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(self._get(client, fetch))
+            for parent in reversed(target.relative_to(base).parents[:-1]):
+                (base / parent).mkdir(mode=0o700, exist_ok=True)
+            write_private(target, self._get(client, fetch))
 
     def _get(self, client: httpx.Client, fetch: Fetch) -> bytes:
         try:

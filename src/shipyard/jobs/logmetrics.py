@@ -116,9 +116,12 @@ class LogMetricExtractor:
     Not thread-safe: feed one job's lines from one reader, in order.
     """
 
-    def __init__(self, metrics: Sequence[CompiledMetric]) -> None:
+    def __init__(
+        self, metrics: Sequence[CompiledMetric], start: Mapping[str, int] | None = None
+    ) -> None:
+        """``start`` continues numbering (a resumed job's metrics follow its earlier ones)."""
         self._metrics = tuple(metrics)
-        self._steps: dict[str, int] = {m.name: 0 for m in self._metrics}
+        self._steps: dict[str, int] = {m.name: (start or {}).get(m.name, 0) for m in self._metrics}
 
     @property
     def steps(self) -> dict[str, int]:

@@ -108,7 +108,8 @@ async def job_logs(
         hosts = [instance]
     prefixed = len(hosts) > 1
     directory = log_dir(platform.settings, job.id)
-    if not directory.exists():
+    ended = schemas.JobStatus(job.status).terminal
+    if not directory.exists() and (ended or not follow):
         body = await _stored_logs(platform, job, hosts, prefixed)
         return StreamingResponse(iter([body]), media_type="text/plain; charset=utf-8")
     return StreamingResponse(
@@ -167,6 +168,8 @@ async def _stream(
             rest = [(h, p) for h, p in partial.items() if p]
             for host, tail in rest:
                 yield _prefix_lines(tail, host) if prefixed else tail + b"\n"
+            if not directory.exists():  # it ran on another machine: what it stored
+                yield await _stored_logs(platform, job, hosts, prefixed)
             return
         if sent:
             continue

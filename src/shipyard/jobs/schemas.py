@@ -127,6 +127,9 @@ class JobCreate(Schema):
     source: str | None = Field(
         default=None, max_length=1024, description="artifact path of the packed source (tar.gz)"
     )
+    source_version: int | None = Field(
+        default=None, ge=1, description="the source's version; admission pins the latest"
+    )
     requirements: str | None = Field(
         default=None,
         max_length=512,

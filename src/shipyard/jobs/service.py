@@ -82,9 +82,12 @@ class JobService:
         self.catalog.get(spec.instance_type)
         self._check_quota(team, spec)
         self._check_isolation(team, spec)
-        await self._check_source(db, project.id, spec)
+        source_version = await self._check_source(db, project.id, spec)
         with db.read() as s:
-            self._check_inputs(s, project.id, spec)
+            inputs = self._check_inputs(s, project.id, spec)
+        # Pinned: a retry, a resume or a job still queued runs what was checked here, even
+        # if newer versions of its source or inputs are uploaded meanwhile.
+        spec = spec.model_copy(update={"source_version": source_version, "inputs": inputs})
         with db.transaction() as s:
             if repo.by_name(s, project.id, spec.name) is not None:
                 raise Conflict(f"job {spec.name!r} already exists", field="name")
@@ -132,14 +135,18 @@ class JobService:
                     field="network_isolation",
                 )
 
-    async def _check_source(self, db: Database, project_id: str, spec: schemas.JobCreate) -> None:
+    async def _check_source(
+        self, db: Database, project_id: str, spec: schemas.JobCreate
+    ) -> int | None:
+        """The source's version, once its entry point (and requirements) are found in it."""
         if spec.source is None:
             if spec.entry_point.endswith(".py") or spec.requirements:
                 raise ValidationFailed(
                     "a script entry point or a requirements file needs a source", field="source"
                 )
-            return
-        members = source_members(await self._read_source(db, project_id, spec.source))
+            return None
+        version, data = await self._read_source(db, project_id, spec.source, spec.source_version)
+        members = source_members(data)
         if not any(name in members for name in entry_point_files(spec.entry_point)):
             raise ValidationFailed(
                 f"entry point {spec.entry_point!r} is not in the source {spec.source!r}",
@@ -149,16 +156,19 @@ class JobService:
             raise ValidationFailed(
                 f"{spec.requirements!r} is not in the source {spec.source!r}", field="requirements"
             )
+        return version
 
-    async def _read_source(self, db: Database, project_id: str, path: str) -> bytes:
+    async def _read_source(
+        self, db: Database, project_id: str, path: str, version: int | None
+    ) -> tuple[int, bytes]:
         with db.read() as s:
-            row = self._find(s, project_id, path, None, "source")
+            row = self._find(s, project_id, path, version, "source")
             if row.size > MAX_SOURCE_BYTES:
                 raise ValidationFailed(
                     f"the source is larger than {MAX_SOURCE_BYTES} bytes", field="source"
                 )
             download = await self.artifacts.open_download(s, row)
-        return b"".join([piece async for piece in download])
+        return row.version, b"".join([piece async for piece in download])
 
     def _find(
         self, s: Session, project_id: str, path: str, version: int | None, field: str
@@ -169,9 +179,16 @@ class JobService:
         except NotFound as exc:
             raise ValidationFailed(exc.message, field=field) from exc
 
-    def _check_inputs(self, s: Session, project_id: str, spec: schemas.JobCreate) -> None:
+    def _check_inputs(self, s: Session, project_id: str, spec: schemas.JobCreate) -> dict[str, str]:
+        """Every channel's files exist; the inputs with single artifacts pinned to a version
+        (a prefix stays a prefix: it is read as it is when the job starts)."""
+        pinned = dict(spec.inputs)
         for channel, source in spec.channels.items():
-            self.channel_files(s, project_id, source, field=f"inputs.{channel}")
+            files = self.channel_files(s, project_id, source, field=f"inputs.{channel}")
+            row = files[0][0]
+            if source.source == "artifact" and len(files) == 1 and row.path == source.name:
+                pinned[channel] = f"artifact:{row.path}@{row.version}"
+        return pinned
 
     def channel_files(
         self, s: Session, project_id: str, source: schemas.InputChannel, *, field: str

@@ -23,6 +23,7 @@ from shipyard.sdk._exceptions import (
     CorruptArtifact,
     IntegrityError,
     InvalidPath,
+    JobFailed,
     NotFound,
     PayloadTooLarge,
     PermissionDenied,
@@ -36,6 +37,7 @@ from shipyard.sdk._exceptions import (
     Unauthenticated,
     ValidationFailed,
 )
+from shipyard.sdk._jobs import Estimator, Job, Jobs, Processor
 from shipyard.sdk._tracking import (
     ActiveRun,
     Tracking,
@@ -58,12 +60,17 @@ __all__ = [
     "Conflict",
     "CorruptArtifact",
     "Datasets",
+    "Estimator",
     "IntegrityError",
     "InvalidPath",
+    "Job",
+    "JobFailed",
+    "Jobs",
     "NotFound",
     "PayloadTooLarge",
     "PermissionDenied",
     "PresignedUrl",
+    "Processor",
     "Profile",
     "Progress",
     "RateLimited",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -13,6 +13,7 @@ from shipyard.sdk._artifacts import Artifacts, split_project
 from shipyard.sdk._auth import BearerAuth
 from shipyard.sdk._config import Profile, profile_name, resolve, save_profile
 from shipyard.sdk._datasets import Datasets
+from shipyard.sdk._jobs import Jobs
 from shipyard.sdk._tracking import Tracking
 from shipyard.sdk._transport import check, mapped_transport_errors
 
@@ -165,6 +166,42 @@ class Session:
         result: dict[str, Any] = self.request("GET", f"/api/v1/teams/{quote(name)}")
         return result
 
+    def update_team(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        required_tags: Iterable[str] | None = None,
+        quotas: Mapping[str, Any] | None = None,
+        policies: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Change a team (its admins and leads); what is not given stays as it is.
+
+        ``quotas`` and ``policies`` each replace the team's whole set: ``quotas`` takes
+        ``max_instance_count`` (the most instances one job may ask for; ``{}`` lifts every
+        quota), ``policies`` takes ``require_network_isolation`` (every job of the team must
+        run network-isolated).
+
+        Example::
+
+            session.update_team(
+                "ml",
+                quotas={"max_instance_count": 4},
+                policies={"require_network_isolation": True},
+            )
+        """
+        body: dict[str, Any] = {}
+        if description is not None:
+            body["description"] = description
+        if required_tags is not None:
+            body["required_tags"] = list(required_tags)
+        if quotas is not None:
+            body["quotas"] = dict(quotas)
+        if policies is not None:
+            body["policies"] = dict(policies)
+        result: dict[str, Any] = self.request("PATCH", f"/api/v1/teams/{quote(name)}", json=body)
+        return result
+
     def list_teams(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.request("GET", "/api/v1/teams")
         return result
@@ -269,3 +306,9 @@ class Session:
     def datasets(self, project: str) -> Datasets:
         """The versioned, profiled datasets of ``"team/project"``."""
         return Datasets(self, project)
+
+    # jobs -------------------------------------------------------------------------------
+
+    def jobs(self, project: str) -> Jobs:
+        """The training and processing jobs of ``"team/project"``."""
+        return Jobs(self, project)

@@ -5,6 +5,7 @@
      ├── TransportError               the server could not be reached or the connection broke
      │    └── Timeout                 the server did not answer in time
      ├── IntegrityError               bytes that are not what was stored were refused
+     ├── JobFailed                    a job waited on ended Failed or Stopped (``job``, ``reason``)
      └── APIError                     the server answered with an error (``status``, ``code``)
           ├── BadRequest              400 bad_request
           │    └── InvalidPath        400 invalid_path
@@ -26,7 +27,10 @@ server log.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shipyard.sdk._jobs import Job
 
 
 class ShipyardError(Exception):
@@ -49,6 +53,18 @@ class Timeout(TransportError):
 class IntegrityError(ShipyardError):
     """Bytes that are not exactly what was stored were refused: by the SDK's own SHA-256
     check of a download, or by the server (``CorruptArtifact``). Never partial data."""
+
+
+class JobFailed(ShipyardError):
+    """A job that was waited on ended Failed or Stopped, like SageMaker's
+    ``UnexpectedStatusException``. ``job`` is the job as it ended; ``reason`` is why (for a
+    failed script: its exit code and last log lines)."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.status = job.status
+        self.reason = job.reason
+        super().__init__(f"job {job.name!r} ended {job.status}: {job.reason or 'no reason given'}")
 
 
 class APIError(ShipyardError):

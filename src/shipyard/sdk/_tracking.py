@@ -9,6 +9,9 @@ What is guaranteed:
 
 - Nothing logged is lost on a normal exit, on an exception inside ``with run:``, or at
   interpreter exit (an ``atexit`` hook ends runs that were left open).
+- Inside a job (``$SHIPYARD_RUN_ID`` set by the platform), the module-level functions log to
+  the job's own run instead of starting one, and that run is only flushed at exit, never
+  ended: the platform ends it when the whole job ends (every instance, retries included).
 - A batch that fails to send (server down, 5xx, timeout) stays in the buffer, in order, and is
   retried with exponential backoff. ``flush()`` and ``end()`` keep retrying for ``timeout``
   seconds and then raise the last error; they never report success for undelivered data.
@@ -57,6 +60,8 @@ GIT_TIMEOUT_S = 2.0
 SEARCH_PAGE_SIZE = 1000
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 _RETRYABLE = (TransportError, ServerError, RateLimited)
+JOB_RUN_VARIABLE = "SHIPYARD_RUN_ID"
+"""Set by the platform in a job's processes: the job's run, already RUNNING."""
 Point = tuple[str, float, int, int]
 """A buffered metric point: ``(key, value, step, timestamp in epoch milliseconds)``."""
 
@@ -512,6 +517,8 @@ class ActiveRun:
         self._tracking = tracking
         self.info = info
         self.id: str = info["id"]
+        self.ends_at_exit = True
+        """False for a run that something else ends (a job's run): flushed at exit, not ended."""
         self._interval = flush_interval
         self._lock = threading.Lock()  # guards the buffer
         self._send_lock = threading.Lock()  # one batch in flight, so order is kept
@@ -830,17 +837,24 @@ def active_run() -> ActiveRun | None:
 
 @atexit.register
 def _end_open_runs() -> None:
-    """At interpreter exit, deliver and end runs left open: FAILED after an uncaught error."""
+    """At interpreter exit, deliver and end runs left open: FAILED after an uncaught error.
+
+    A run with ``ends_at_exit`` False (a job's run) is only delivered: the platform ends it.
+    """
     crashed = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
     status = "FAILED" if crashed is not None and not hasattr(sys, "ps1") else "FINISHED"
     with _open_lock:
         runs = list(reversed(_open_runs))
     for run in runs:
         try:
-            run.end(status, timeout=10.0)
+            if run.ends_at_exit:
+                run.end(status, timeout=10.0)
+            else:
+                run.flush(timeout=10.0)
         except Exception as exc:  # e.g. its session was closed: report, do not abort the exit
+            what = "ended" if run.ends_at_exit else "flushed"
             sys.stderr.write(
-                f"shipyard: run {run.id} could not be ended; {run.buffered} items were not "
+                f"shipyard: run {run.id} could not be {what}; {run.buffered} items were not "
                 f"delivered: {exc}\n"
             )
 
@@ -851,8 +865,9 @@ def start_run(
     """Start a run in ``project`` (default: ``$SHIPYARD_PROJECT``) with the default session.
 
     The session comes from ``SHIPYARD_URL``/``SHIPYARD_API_KEY`` or the login profile. A run
-    started while another one is active becomes its child unless ``parent`` is given. Takes
-    the options of ``Tracking.start_run``.
+    started while another one is active becomes its child unless ``parent`` is given; inside
+    a job, a run started with none active is a child of the job's run. Takes the options of
+    ``Tracking.start_run``.
 
     Example::
 
@@ -867,7 +882,7 @@ def start_run(
             "no project to log to: pass project='team/project' or set SHIPYARD_PROJECT"
         )
     if options.get("parent") is None and options.get("run_id") is None:
-        options["parent"] = active_run()
+        options["parent"] = active_run() or os.environ.get(JOB_RUN_VARIABLE) or None
     return _default_session().tracking(project).start_run(experiment, **options)
 
 
@@ -887,14 +902,35 @@ def _default_session() -> Session:
 
 
 def _current() -> ActiveRun:
-    """The active run; one is started (``$SHIPYARD_PROJECT``, experiment Default) if none."""
-    return active_run() or start_run()
+    """The active run; else, inside a job, the job's run; else a new one (``$SHIPYARD_PROJECT``,
+    experiment Default)."""
+    return active_run() or _job_run() or start_run()
+
+
+_attach_lock = threading.Lock()
+
+
+def _job_run() -> ActiveRun | None:
+    """Inside a job, its run (``$SHIPYARD_RUN_ID``), attached once per process.
+
+    The platform made the run and ends it when the job ends, after every instance and retry,
+    so this process must not: the run is flushed at exit, not ended (``ends_at_exit``).
+    """
+    run_id = os.environ.get(JOB_RUN_VARIABLE)
+    if not run_id:
+        return None
+    with _attach_lock:  # two threads logging at once attach one run, not two
+        run = active_run()
+        if run is None:
+            run = start_run(run_id=run_id)
+            run.ends_at_exit = False
+        return run
 
 
 def log_metric(
     key: str, value: float, step: int | None = None, timestamp: int | None = None
 ) -> None:
-    """Log a metric point to the active run (started if there is none).
+    """Log a metric point to the active run (inside a job: the job's run; else one is started).
 
     Example::
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shipyard.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
@@ -104,10 +105,22 @@ class TrackingService:
         return row
 
     def ensure_experiment(self, s: Session, project_id: str, ref: str, actor: str) -> Experiment:
+        """The experiment, created if missing. Two writers may both find it missing (two jobs
+        starting at once in a new project): the loser's insert fails on the unique name, in a
+        savepoint, and it takes the winner's row."""
         found = self._lookup(s, project_id, ref)
         if found is not None:
             return found
-        return self.create_experiment(s, project_id, schemas.ExperimentCreate(name=ref), actor)
+        try:
+            with s.begin_nested():
+                return self.create_experiment(
+                    s, project_id, schemas.ExperimentCreate(name=ref), actor
+                )
+        except IntegrityError:
+            found = repo.experiment_by_name(s, project_id, ref)
+            if found is None:
+                raise
+            return found
 
     def experiments(self, s: Session, project_id: str, view: str = "active") -> list[Experiment]:
         stage = None if view == "all" else view

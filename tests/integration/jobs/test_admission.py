@@ -72,7 +72,10 @@ def test_a_good_spec_is_stored_pending(platform: Platform, place: tuple[Team, Pr
     with platform.db.read() as s:
         stored = platform.jobs.get(s, place[1].id, "train")
     assert (stored.id, stored.status, stored.created_by) == (job.id, "Pending", "alice")
-    assert stored.spec["inputs"] == {"train": "data/train.csv"} and "Pending" in stored.phase_times
+    assert "Pending" in stored.phase_times
+    # pinned: a later upload to the same paths does not change what the job runs on
+    assert stored.spec["inputs"] == {"train": "artifact:data/train.csv@1"}
+    assert stored.spec["source_version"] == 1
     with pytest.raises(Conflict):
         _admit(platform, place, source="src/job.tar.gz")
 

@@ -70,6 +70,7 @@ def _trainer(client: httpx.Client, tenant: Tenant, name: str, **extra: object) -
         source="src/det.tar.gz",
         hyperparameters={"epochs": 16, "pause": 0.4},
         checkpointing=True,
+        metric_definitions=[{"name": "epoch", "regex": r"epoch (\d+) done"}],
         **extra,
     )
 
@@ -98,9 +99,13 @@ def test_an_interrupted_job_resumes_to_the_same_model(server: RunningServer) -> 
         assert resumed_at >= 3
         assert "epoch 0 done" in text and text.count("epoch 0 done") == 1
         assert _model(client, tenant, reclaimed) == _model(client, tenant, steady)
-        # both attempts logged into one run
+        # both attempts logged into one run; the second's points follow the first's
         run = client.get(f"{base(tenant)}/runs/{reclaimed['run_id']}").json()
         assert run["status"] == "FINISHED"
+        url = f"{base(tenant)}/runs/{reclaimed['run_id']}/metrics/epoch/history"
+        history = client.get(url).json()
+        assert history["steps"] == list(range(text.count(" done")))
+        assert history["values"][-1] == 15.0 and history["values"].count(0.0) == 1
 
 
 def test_interrupting_a_finished_job_is_a_conflict(server: RunningServer) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import stat
 import tarfile
 import time
 
@@ -204,3 +205,10 @@ def test_channels_take_dataset_versions_and_artifact_prefixes(server: RunningSer
         assert train_files.count("'") == 2 and train_files.endswith(".csv'")
         readers = client.get(f"{base(tenant)}/datasets/marketing/versions/1/runs").json()
         assert done["run_id"] in [run["id"] for run in readers["runs"]]
+    # what the job left on the machine (its logs) is private, like the rest of the home
+    loose = [
+        str(p)
+        for p in (server.home / "jobs").rglob("*")
+        if not p.is_symlink() and stat.S_IMODE(p.lstat().st_mode) & 0o077
+    ]
+    assert not loose

@@ -47,9 +47,9 @@ class CpuPool:
 class LineReader:
     """Complete new lines of a growing file; a partial last line waits for its end."""
 
-    def __init__(self, read: Callable[[int], bytes]) -> None:
+    def __init__(self, read: Callable[[int], bytes], start: int = 0) -> None:
         self._read = read
-        self._offset = 0
+        self._offset = start
         self._partial = b""
 
     def lines(self) -> list[str]:
@@ -62,12 +62,17 @@ class LineReader:
         return [line.decode("utf-8", errors="replace") for line in complete]
 
 
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
 class LocalCluster:
     def __init__(self, hosts: list[InstanceHost], network: JobNetwork | None) -> None:
         self._hosts = hosts
         self.hosts = [h.spec.placement.current_host for h in hosts]
         self._network = network
-        self._readers = [LineReader(h.read_log) for h in hosts]
+        # The log files go on across attempts: read only what this attempt writes.
+        self._readers = [LineReader(h.read_log, _size(h.log_path)) for h in hosts]
 
     def prepare(self) -> None:
         with ThreadPoolExecutor(max_workers=min(8, len(self._hosts))) as pool:

@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from shipyard.kit.files import open_private_append
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -53,8 +55,7 @@ class InstanceProcess:
         limits: Limits,
     ) -> None:
         self.log_path = log_path
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as log:
+        with open_private_append(log_path) as log:
             self._proc = subprocess.Popen(
                 list(command),
                 env=dict(env),
@@ -63,6 +64,7 @@ class InstanceProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stop reaches every child
+                umask=0o077,  # what the job writes (model, checkpoints) is the job's alone
             )
         try:
             _confine(self._proc.pid, limits)
