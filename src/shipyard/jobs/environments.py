@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -133,6 +134,7 @@ class EnvironmentCache:
             _commit(staging, env_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            _private_tree(self.root)
         log(f"environment: ready at {env_dir}")
 
     def _populate(self, staging: Path, requirements: bytes, log: Callable[[str], None]) -> None:
@@ -287,6 +289,19 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _private_tree(root: Path) -> None:
+    """Take group and other permissions off everything under ``root``: uv creates some files
+    (its lock files) with fixed modes whatever the umask, and the platform's home is private.
+    Symlinks are skipped (their targets, the platform's interpreter, are not ours)."""
+    for path in [root, *root.rglob("*")]:
+        try:
+            mode = path.lstat().st_mode
+            if not stat.S_ISLNK(mode) and stat.S_IMODE(mode) & 0o077:
+                path.chmod(stat.S_IMODE(mode) & 0o700)
+        except FileNotFoundError:
+            continue
 
 
 @contextlib.contextmanager

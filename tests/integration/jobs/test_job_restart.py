@@ -22,7 +22,8 @@ SLOW_TRAIN = """
     ckpt = pathlib.Path(os.environ["SM_CHECKPOINT_DIR"], "epoch")
     start = int(ckpt.read_text()) if ckpt.exists() else 0
     for epoch in range(start, 16):
-        ckpt.write_text(str(epoch + 1))
+        ckpt.with_suffix(".tmp").write_text(str(epoch + 1))
+        ckpt.with_suffix(".tmp").replace(ckpt)  # atomic: a kill never leaves half a file
         print(f"epoch {epoch}", flush=True)
         time.sleep(0.25)
     pathlib.Path(os.environ["SM_MODEL_DIR"], "done.txt").write_text(f"from {start}")
