@@ -274,6 +274,8 @@ class JobExecution:
             cluster = self._launch(env)
         except IsolationRefused as exc:
             return Outcome(JobStatus.FAILED, f"NetworkIsolationUnavailable: {exc}")
+        except (OSError, RuntimeError, TimeoutError) as exc:  # no capacity, cluster unreachable
+            return Outcome(JobStatus.FAILED, f"LaunchFailed: {exc}", retryable=True)
         try:
             try:
                 cluster.prepare()
