@@ -105,6 +105,12 @@ def log_dir(settings: Settings, job_id: str) -> Path:
     return settings.jobs_dir / job_id / "logs"
 
 
+def _in_progress(relative: str) -> bool:
+    """A checkpoint file named as one still being written (``.ckpt.tmp``, ``x.partial``)."""
+    name = relative.rsplit("/", 1)[-1]
+    return name.startswith(".") or name.endswith((".tmp", ".partial"))
+
+
 def end_leftovers(instances: list[dict[str, Any]] | None) -> int:
     """SIGKILL the process groups a dead controller left, if they are still the job's own
     (same working directory), so an adopted job never runs twice. How many were ended."""
@@ -623,19 +629,30 @@ class JobExecution:
 
     def _sync_checkpoints(self, cluster: Cluster) -> None:
         """Copy new and changed files of the leader's checkpoints/ to the store, and mark
-        deleted ones, so a resumed attempt starts from exactly this directory."""
+        deleted ones, so a resumed attempt starts from exactly this directory.
+
+        Files still being written are left for the next sync: names that say so (a leading
+        dot, ``.tmp``/``.partial``), and any file whose size or mtime changed while it was
+        read, so a torn copy is never stored.
+        """
         prefix = f"{job_prefix(self.name)}/checkpoints/"
-        current = cluster.checkpoint_files()
-        for relative, state in sorted(current.items()):
-            if self._synced.files.get(relative) == state:
-                continue
-            try:
-                data = cluster.read_file("checkpoints", relative)
-            except OSError:  # replaced while we looked: the next sync takes the new one
-                continue
+        listed = {
+            name: state
+            for name, state in cluster.checkpoint_files().items()
+            if not _in_progress(name)
+        }
+        changed = sorted(n for n, st in listed.items() if self._synced.files.get(n) != st)
+        read: dict[str, bytes] = {}
+        for relative in changed:
+            with contextlib.suppress(OSError):  # replaced meanwhile: the next sync takes it
+                read[relative] = cluster.read_file("checkpoints", relative)
+        after = cluster.checkpoint_files() if read else listed
+        for relative, data in read.items():
+            if after.get(relative) != listed[relative]:
+                continue  # written to while we read it
             self._store(prefix + relative, data, "application/octet-stream")
-            self._synced.files[relative] = state
-        for relative in sorted(set(self._synced.files) - set(current)):
+            self._synced.files[relative] = listed[relative]
+        for relative in sorted(set(self._synced.files) - set(after)):
             with self.ctx.db.transaction() as s, contextlib.suppress(ShipyardError):
                 self.ctx.artifacts.delete(s, self.project_id, prefix + relative, self.created_by)
             del self._synced.files[relative]

@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import tarfile
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -62,6 +63,20 @@ class InstanceSpec:
 class FileState:
     size: int
     mtime_ns: int
+
+
+_client: httpx.Client | None = None
+_client_lock = threading.Lock()
+
+
+def _download_client() -> httpx.Client:
+    """One HTTP client per process, shared by every instance it prepares: building a client
+    (its TLS context) costs more than fetching a small source over loopback."""
+    global _client
+    with _client_lock:
+        if _client is None:
+            _client = httpx.Client(timeout=DOWNLOAD_TIMEOUT_S, follow_redirects=False)
+        return _client
 
 
 class InstanceError(Exception):
@@ -140,14 +155,14 @@ class InstanceHost:
             shutil.rmtree(self.layout.root)
         self.layout.root.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.layout.create(list(spec.channels))
-        with httpx.Client(timeout=DOWNLOAD_TIMEOUT_S, follow_redirects=False) as client:
-            if spec.source is not None:
-                unpack_source(self._get(client, spec.source), self.layout.code_dir)
-            for channel, fetches in spec.channels.items():
-                self._download_all(client, fetches, self.layout.channel_dir(channel))
-            if spec.checkpoints:
-                self.note(f"restoring {len(spec.checkpoints)} checkpoint file(s)")
-                self._download_all(client, spec.checkpoints, self.layout.checkpoint_dir)
+        client = _download_client()
+        if spec.source is not None:
+            unpack_source(self._get(client, spec.source), self.layout.code_dir)
+        for channel, fetches in spec.channels.items():
+            self._download_all(client, fetches, self.layout.channel_dir(channel))
+        if spec.checkpoints:
+            self.note(f"restoring {len(spec.checkpoints)} checkpoint file(s)")
+            self._download_all(client, spec.checkpoints, self.layout.checkpoint_dir)
         requirements = None
         if spec.requirements:
             requirements = _inside(self.layout.code_dir, spec.requirements).read_bytes()

@@ -22,7 +22,7 @@ router = APIRouter(prefix="/api/v1/projects/{team}/{project}/jobs", tags=["jobs"
 Readable = Annotated[ProjectAccess, Depends(project_access(Permission.JOB_READ))]
 Runnable = Annotated[ProjectAccess, Depends(project_access(Permission.JOB_RUN))]
 JobName = Annotated[str, Path(max_length=63, description="the job's name")]
-FOLLOW_POLL_S = 0.1
+FOLLOW_POLL_S = 0.02  # a followed log is a stat and a read; lines show within ~10 ms
 STATUS_POLL_S = 0.5
 
 

@@ -99,6 +99,9 @@ def test_an_interrupted_job_resumes_to_the_same_model(server: RunningServer) -> 
         assert resumed_at >= 3
         assert "epoch 0 done" in text and text.count("epoch 0 done") == 1
         assert _model(client, tenant, reclaimed) == _model(client, tenant, steady)
+        # the temporary name the script writes through is never synced, only the result
+        r = client.get(f"{base(tenant)}/artifact-versions/jobs/reclaimed/checkpoints/state.tmp")
+        assert r.status_code == 404
         # both attempts logged into one run; the second's points follow the first's
         run = client.get(f"{base(tenant)}/runs/{reclaimed['run_id']}").json()
         assert run["status"] == "FINISHED"

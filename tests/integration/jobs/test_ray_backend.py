@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import Tenant, make_tenant
 from tests.support.jobs import base, logs, pack, submit, upload, wait_for
+from tests.support.processes import end_session
 from tests.support.servers import RunningServer, free_port, start_server
 
 pytest.importorskip(
@@ -42,39 +43,6 @@ class RayHead:
     temp_dir: Path
     client_address: str
     proc: subprocess.Popen[bytes]
-
-
-def _session_members(sid: int) -> list[int]:
-    """Pids of the processes in session ``sid``: the head's processes and its workers (who
-    may have process groups of their own, but stay in the session of the ``ray start``)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.getsid(int(entry.name)) == sid:
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids
-
-
-def _end_head(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM lets ``ray start --block`` end its processes; then whatever is left in its
-    session gets SIGKILL (workers whose raylet went first, say)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(15)
-    deadline = time.monotonic() + 10
-    while (left := _session_members(proc.pid)) and time.monotonic() < deadline:
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.2)
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
 
 
 def _wait_for_client_port(head: RayHead, port: int, log: Path) -> None:
@@ -134,7 +102,7 @@ def ray_head() -> Iterator[RayHead]:
         _wait_for_client_port(head, client_port, log)
         yield head
     finally:
-        _end_head(proc)
+        end_session(proc)
         shutil.rmtree(temp_dir, ignore_errors=True)
         log.unlink(missing_ok=True)
 
