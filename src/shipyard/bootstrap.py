@@ -26,6 +26,7 @@ from shipyard.jobs.execution import JobContext
 from shipyard.jobs.service import JobService
 from shipyard.kit.files import ensure_private_dir, write_private
 from shipyard.kit.ratelimit import SlidingWindow
+from shipyard.registry.service import RegistryService
 from shipyard.security import schemas
 from shipyard.security.audit import AuditService
 from shipyard.security.keyring import MasterKey, SigningKey
@@ -54,6 +55,7 @@ class Platform:
     datasets: DatasetService
     jobs: JobService
     job_controller: JobController
+    registry: RegistryService
     rewrappers: list[tuple[str, Rewrapper]]
     extras: dict[str, Any]
 
@@ -146,6 +148,7 @@ def build_platform(settings: Settings, *, migrate: bool = True) -> Platform:
         datasets,
         jobs,
         controller,
+        RegistryService(artifacts=artifacts, tracking=tracking, jobs=jobs),
         rewrappers,
         extras,
     )

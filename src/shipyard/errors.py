@@ -7,7 +7,8 @@
      ├── PermissionDenied            403 permission_denied
      ├── NotFound                    404 not_found
      ├── Conflict                    409 conflict
-     │    └── StaleWrite             409 stale_write
+     │    ├── StaleWrite             409 stale_write
+     │    └── VerificationFailed     409 verification_failed
      ├── PayloadTooLarge             413 payload_too_large
      ├── ValidationFailed            422 validation_failed
      ├── RateLimited                 429 rate_limited
@@ -63,6 +64,12 @@ class Conflict(ShipyardError):
 
 class StaleWrite(Conflict):
     code = "stale_write"
+
+
+class VerificationFailed(Conflict):
+    """Stored bytes are not the ones that were registered and approved."""
+
+    code = "verification_failed"
 
 
 class PayloadTooLarge(ShipyardError):

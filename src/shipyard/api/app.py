@@ -16,6 +16,7 @@ from shipyard.api.middleware import RequestContextMiddleware
 from shipyard.bootstrap import Platform
 from shipyard.jobs import router as jobs_router
 from shipyard.kit.gcpause import freeze_startup_heap
+from shipyard.registry import router as registry_router
 from shipyard.security import admin_router, audit_router
 from shipyard.security import router as security_router
 from shipyard.storage import router as storage_router
@@ -32,6 +33,7 @@ ROUTERS = (
     datasets_router.router,
     mlflow_router.router,
     jobs_router.router,
+    registry_router.router,
 )
 log = logging.getLogger("shipyard")
 

@@ -2,8 +2,16 @@
 
 from shipyard.db.base import Base
 from shipyard.jobs import models as jobs_models
+from shipyard.registry import models as registry_models
 from shipyard.security import models as security_models
 from shipyard.storage import models as storage_models
 from shipyard.tracking import models as tracking_models
 
-__all__ = ["Base", "jobs_models", "security_models", "storage_models", "tracking_models"]
+__all__ = [
+    "Base",
+    "jobs_models",
+    "registry_models",
+    "security_models",
+    "storage_models",
+    "tracking_models",
+]

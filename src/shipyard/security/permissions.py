@@ -32,6 +32,9 @@ class Permission(StrEnum):
     TRACKING_WRITE = "tracking:write"
     JOB_READ = "job:read"  # jobs, their logs
     JOB_RUN = "job:run"  # submit, stop, interrupt
+    MODEL_READ = "model:read"  # groups, versions, cards, scan results
+    MODEL_REGISTER = "model:register"  # groups, new versions, cards while pending
+    MODEL_APPROVE = "model:approve"  # approve or reject (never one's own registration)
     AUDIT_READ = "audit:read"
     KEY_MANAGE = "key:manage"  # create/revoke one's own API keys within one's role
     ENDPOINT_INVOKE = "endpoint:invoke"
@@ -43,6 +46,7 @@ _VIEWER = {
     Permission.ARTIFACT_READ,
     Permission.TRACKING_READ,
     Permission.JOB_READ,
+    Permission.MODEL_READ,
     Permission.KEY_MANAGE,
 }
 _BUILDER = _VIEWER | {
@@ -50,9 +54,15 @@ _BUILDER = _VIEWER | {
     Permission.ARTIFACT_DELETE,
     Permission.TRACKING_WRITE,
     Permission.JOB_RUN,
+    Permission.MODEL_REGISTER,
     Permission.ENDPOINT_INVOKE,
 }
-_LEAD = _BUILDER | {Permission.PROJECT_CREATE, Permission.TEAM_MANAGE, Permission.AUDIT_READ}
+_LEAD = _BUILDER | {
+    Permission.PROJECT_CREATE,
+    Permission.TEAM_MANAGE,
+    Permission.AUDIT_READ,
+    Permission.MODEL_APPROVE,
+}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.INVOKER: frozenset({Permission.ENDPOINT_INVOKE}),

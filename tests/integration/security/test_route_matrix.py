@@ -14,6 +14,9 @@ separate artifact path), never on the keys the matrix itself uses.
 
 from __future__ import annotations
 
+import io
+import pickle
+import tarfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,6 +43,21 @@ PLATFORM = frozenset({"platform"})
 V1 = "/api/v1"
 PROJECT = V1 + "/projects/{team}/{project}"
 PASSWORD = "matrix-login-password"
+
+
+def _model_tar() -> bytes:
+    """A gzipped tar holding one small, harmless pickle (model.pkl)."""
+    data = pickle.dumps({"coef": [0.5]})
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        info = tarfile.TarInfo("model.pkl")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+MODEL_TAR = _model_tar()
+MODEL_SOURCE = {"artifact_path": "m/model.tar.gz"}
 # Jobs that need no uploaded source: stdlib modules run as the entry point.
 QUICK_JOB = {"entry_point": "this"}
 LONG_JOB = {"entry_point": "timeit", "arguments": ["-n1", "-r1", "import time; time.sleep(120)"]}
@@ -73,6 +91,9 @@ class Matrix:
         self.long_jobs: list[str] = []
         self._ok(self.admin.put(self._project("/datasets/mx-data/versions"), content=CSV))
         self._ok(self.admin.post(self._project("/jobs"), json=QUICK_JOB | {"name": "mx-data"}))
+        self._ok(self.admin.put(self._artifact("m/model.tar.gz"), content=MODEL_TAR))
+        self._ok(self.admin.post(self._project("/models"), json={"name": "mx-model"}))
+        self._ok(self.admin.post(self._project("/models/mx-model/versions"), json=MODEL_SOURCE))
 
     def close(self) -> None:
         self.stop_long_jobs()
@@ -91,6 +112,7 @@ class Matrix:
             "key": "loss",
             "name": "mx-data",
             "version": "1",
+            "group": "mx-model",
         }
 
     def _user(self, prefix: str) -> str:
@@ -200,6 +222,19 @@ class Matrix:
     def dataset_register(self, col: str) -> Call:
         return Call(json={"artifact_path": "m/data.csv"})
 
+    def new_group(self, col: str) -> Call:
+        return Call(json={"name": unique("mx-group-")})
+
+    def new_version(self, col: str) -> Call:
+        return Call(json=MODEL_SOURCE)
+
+    def pending_version(self, col: str) -> Call:
+        """A version someone else (the scientist) registered, so four-eyes lets leads decide."""
+        scientist = self.clients["scientist"]
+        url = self._project("/models/mx-model/versions")
+        number = self._ok(scientist.post(url, json=MODEL_SOURCE)).json()["version"]
+        return Call(params={"version": str(number)}, json={"comment": f"by {col}"})
+
     def new_job(self, col: str) -> Call:
         return Call(json=QUICK_JOB | {"name": unique("mx-job-")})
 
@@ -291,6 +326,19 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("GET", PROJECT + "/datasets/{name}/versions"): Row(READERS),
     ("GET", PROJECT + "/datasets/{name}/versions/{version}"): Row(READERS),
     ("GET", PROJECT + "/datasets/{name}/versions/{version}/runs"): Row(READERS),
+    # model registry
+    ("POST", PROJECT + "/models"): Row(BUILDERS, Matrix.new_group),
+    ("GET", PROJECT + "/models"): Row(READERS),
+    ("GET", PROJECT + "/models/{group}"): Row(READERS),
+    ("POST", PROJECT + "/models/{group}/versions"): Row(BUILDERS, Matrix.new_version),
+    ("GET", PROJECT + "/models/{group}/versions"): Row(READERS),
+    ("GET", PROJECT + "/models/{group}/versions/{version}"): Row(READERS),
+    ("POST", PROJECT + "/models/{group}/versions/{version}/approve"): Row(
+        MANAGERS, Matrix.pending_version
+    ),
+    ("POST", PROJECT + "/models/{group}/versions/{version}/reject"): Row(
+        MANAGERS, Matrix.pending_version
+    ),
     # jobs
     ("POST", PROJECT + "/jobs"): Row(BUILDERS, Matrix.new_job),
     ("GET", PROJECT + "/jobs"): Row(READERS),

@@ -1,0 +1,1 @@
+"""The model registry: groups, versions, scanning, approval, model cards, lineage."""
