@@ -555,7 +555,8 @@ class _Scan:
             node.fh.seek(start)
             walks.append(_Walker(node.fh, self.budget, joblib_layout=False).walk())
         refs = [ref for w in walks for ref in w.globals if not ref.unresolved]
-        denied = _picklescan_denied({r.pair for r in refs} | {r.spelt for r in refs if r.spelt})
+        names = {r.pair for r in refs} | {r.spelt for r in refs if r.spelt}
+        denied = _picklescan_denied(names, node.path)
         if not first.skipped_arrays:
             node.fh.seek(start)
             denied |= _picklescan_raw(node.fh, node.path)
@@ -569,6 +570,19 @@ class _Scan:
             )
         for note in first.notes:
             self.add(node.path, "info", "note", note)
+        for inner in first.nested:
+            self._scan_nested(node, inner)
+
+    def _scan_nested(self, node: _Node, inner: bytes | _Blob) -> None:
+        """A tensor pickled with plain pickle carries ``torch.save`` output as bytes that
+        ``torch.storage._load_from_bytes`` loads in turn: scan those bytes as an artifact."""
+        if isinstance(inner, _Blob):
+            node.fh.seek(inner.offset)
+            data, offset = node.fh.read(inner.length), inner.offset
+        else:
+            data, offset = inner, -1
+        where = f"{node.path}!/<bytes at {offset}>" if offset >= 0 else f"{node.path}!/<bytes>"
+        self._scan(_Node(where, "storage.pt", io.BytesIO(data), True, node.depth + 1))
 
     def _classify(self, path: str, walks: list[_WalkResult], denied: set[tuple[str, str]]) -> None:
         """Denied or computed globals are dangerous, unlisted ones suspicious. Globals only the
@@ -663,6 +677,14 @@ class _NotStr:
     """A value that is certainly not a ``str`` (a big bytes blob, a set)."""
 
 
+@dataclass(frozen=True)
+class _Blob:
+    """A bytes constant too big to keep: where its data sits in the stream."""
+
+    offset: int
+    length: int
+
+
 _UNKNOWN = _Unknown()
 _NOT_STR = _NotStr()
 
@@ -695,6 +717,8 @@ class _WalkResult:
     skipped_arrays: bool = False
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: Serialized artifacts inside the pickle that loading it would load in turn.
+    nested: list[bytes | _Blob] = field(default_factory=list)
 
 
 def _words(text: str) -> frozenset[str]:
@@ -705,7 +729,8 @@ _CONSTANTS = _words(
     "INT BININT BININT1 BININT2 LONG LONG1 LONG4 FLOAT BINFLOAT STRING BINSTRING "
     "SHORT_BINSTRING UNICODE SHORT_BINUNICODE BINUNICODE BINUNICODE8"
 )
-_BYTES = _words("BINBYTES SHORT_BINBYTES BINBYTES8 BYTEARRAY8")
+#: Bytes opcodes and the size of their length prefix, to find the data again later.
+_BYTES = {"SHORT_BINBYTES": 1, "BINBYTES": 4, "BINBYTES8": 8, "BYTEARRAY8": 8}
 _PUTS = _words("PUT BINPUT LONG_BINPUT")
 _GETS = _words("GET BINGET LONG_BINGET")
 _FIXED = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False, "EMPTY_TUPLE": ()}
@@ -760,11 +785,11 @@ class _Walker:
         self.marks: list[list[Any]] = []
         self.memo: dict[int, Any] = {}
         self.proto = 0
-        for opcode, arg, _pos in pickletools.genops(self.fh):
+        for opcode, arg, pos in pickletools.genops(self.fh):
             self.budget.take_opcodes(1)
             if opcode.name == "STOP":
                 return
-            self._step(opcode.name, arg)
+            self._step(opcode.name, arg, pos or 0)  # pos is None only for untellable streams
         raise _Malformed("the stream ended before STOP")
 
     # --- stack helpers ---
@@ -787,11 +812,12 @@ class _Walker:
 
     # --- opcodes ---
 
-    def _step(self, name: str, arg: Any) -> None:
+    def _step(self, name: str, arg: Any, pos: int) -> None:
         if name in _CONSTANTS:
             self.stack.append(arg)
         elif name in _BYTES:
-            self.stack.append(arg if len(arg) <= 64 else _NOT_STR)
+            blob = _Blob(pos + 1 + _BYTES[name], len(arg))
+            self.stack.append(bytes(arg) if len(arg) <= 64 else blob)
         elif name in _FIXED:
             self.stack.append(_FIXED[name])
         elif name in _PUTS:
@@ -932,6 +958,9 @@ class _Walker:
     def _op_reduce(self, _: Any) -> None:
         args, func = self.pop(), self.pop()
         self.stack.append(_Obj(func, args))
+        loads_bytes = func == _TORCH_LOAD_FROM_BYTES and isinstance(args, tuple) and args
+        if loads_bytes and isinstance(args[0], bytes | _Blob):
+            self.result.nested.append(args[0])
 
     def _op_build(self, _: Any) -> None:
         state = self.pop()
@@ -1020,6 +1049,7 @@ def _pairs_into(target: dict[Any, Any], items: list[Any]) -> dict[Any, Any]:
 #: "os"; ``copyreg.__newobj__(str, "os")`` too). Every other allowed global is a class or
 #: function that returns something else, so it cannot feed a module name to STACK_GLOBAL.
 _STR_MAKERS = {("builtins", "str"), ("_codecs", "encode")}
+_TORCH_LOAD_FROM_BYTES = _Global("torch.storage", "_load_from_bytes")
 
 
 def _may_be_str(value: Any) -> bool:
@@ -1096,7 +1126,7 @@ def _element_count(shape: Any) -> int:
 # --- picklescan ------------------------------------------------------------------------------
 
 
-def _picklescan_denied(pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
+def _picklescan_denied(pairs: set[tuple[str, str]], path: str) -> set[tuple[str, str]]:
     """Which of these globals picklescan's deny-list names, asked through its public API:
     one synthetic pickle that imports each of them and then stops, never loaded."""
     if not pairs:
@@ -1105,7 +1135,7 @@ def _picklescan_denied(pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
     for module, name in sorted(pairs):
         body += _binunicode(module) + _binunicode(name) + b"\x930"  # STACK_GLOBAL, POP
     body += b"N."
-    result = scan_pickle_bytes(io.BytesIO(bytes(body)), "globals", multiple_pickles=False)
+    result = scan_pickle_bytes(io.BytesIO(bytes(body)), path, multiple_pickles=False)
     return {(g.module, g.name) for g in result.globals if g.safety == SafetyLevel.Dangerous}
 
 
@@ -1128,7 +1158,8 @@ def _binunicode(text: str) -> bytes:
 #: Builtins that only build plain values. Any other builtin (``getattr``, ``__import__``,
 #: ``setattr``, ``globals``, ``eval``...) is a primitive of every known pickle exploit.
 _SAFE_BUILTINS = _words(
-    "bool bytearray bytes complex dict float frozenset int list object range set slice str tuple"
+    "bool bytearray bytes complex dict float frozenset int list object range set slice str "
+    "tuple Ellipsis NotImplemented"
 )
 
 #: Modules (and their submodules) whose callables run code, reach the process, the files or
@@ -1222,6 +1253,8 @@ _ALLOWED_PAIRS = {
     ("torch._utils", "_rebuild_parameter"),
     ("torch._utils", "_rebuild_parameter_with_state"),
     ("torch._tensor", "_rebuild_from_type_v2"),
+    # Loads torch.save bytes held in the pickle; the scan opens those bytes too.
+    ("torch.storage", "_load_from_bytes"),
 }
 _NUMPY_SCALARS = _words(
     "bool bool_ int8 int16 int32 int64 uint8 uint16 uint32 uint64 intc uintc intp uintp "
@@ -1232,7 +1265,7 @@ _TORCH_DTYPES = _words(
     "float16 float32 float64 bfloat16 half float double int8 int16 int32 int64 uint8 bool "
     "long int short complex64 complex128"
 )
-_SCIPY_SPARSE = re.compile(r"scipy\.sparse(\._\w+)?")
+_SCIPY_SPARSE = re.compile(r"scipy\.sparse(\.\w+)?")
 _SPARSE_NAMES = re.compile(r"(csr|csc|coo|bsr|dia|dok|lil)_(matrix|array)")
 #: scikit-learn classes are constructed, not called with the pickle's arguments for effect;
 #: these subpackages hold the ones that touch files or the network.

@@ -289,6 +289,22 @@ def test_torch_state_dict_is_clean(tmp_path: Path) -> None:
     assert report.scanned_files >= 2  # data.pkl and the small metadata members
 
 
+def test_bytes_a_pickle_hands_to_torch_load_are_scanned(marker: Path) -> None:
+    """``pickle.dumps(tensor)`` holds ``torch.save`` output that loading loads in turn."""
+    inner = _raw_pickle("builtins.exec", marker)
+    data = (
+        b"\x80\x02ctorch.storage\n_load_from_bytes\nB"
+        + len(inner).to_bytes(4, "little")
+        + inner
+        + b"\x85R."
+    )
+    report = scan_bytes("model.pkl", data)
+    assert [f.path for f in _dangerous(report)] == [f"model.pkl!/<bytes at {data.index(inner)}>"]
+
+    torch = pytest.importorskip("torch")
+    assert _not_info(scan_bytes("tensor.pkl", pickle.dumps(torch.ones(3)))) == []
+
+
 def test_text_file_and_model_tarball_are_clean(models: dict[str, Any], tmp_path: Path) -> None:
     assert scan_bytes("README.md", b"# churn model\n").findings == []
 
