@@ -15,6 +15,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 from datetime import timedelta
 
 from shipyard.jobs.execution import JobContext, run_execution
@@ -96,7 +97,7 @@ class JobController:
         while not self._stopping.is_set():
             try:
                 self._claim()
-                now = _monotonic()
+                now = time.monotonic()
                 if now - last_renew >= renew_every:
                     self._renew()
                     last_renew = now
@@ -143,9 +144,3 @@ class JobController:
             still = repo.renew(s, self.owner, held, utcnow() + self._lease)
         for job_id in set(held) - still:
             log.warning("job controller: lost the lease of job %s", job_id)
-
-
-def _monotonic() -> float:
-    import time
-
-    return time.monotonic()

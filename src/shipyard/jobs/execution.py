@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -86,11 +86,6 @@ class Outcome:
     status: JobStatus
     reason: str = ""
     retryable: bool = False
-
-
-@dataclass
-class _Synced:
-    files: dict[str, FileState] = field(default_factory=dict)
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
@@ -158,7 +153,7 @@ class JobExecution:
         self.hosts = [f"algo-{i + 1}" for i in range(self.spec.instance_count)]
         self.chaos_interrupts = 0
         self.runtime_used = 0.0
-        self._synced = _Synced()
+        self._synced: dict[str, FileState] = {}  # checkpoint files as last stored
 
     # --- writing through the lease -------------------------------------------------------
 
@@ -423,7 +418,7 @@ class JobExecution:
             if self.spec.checkpointing:
                 for row in artifacts.list_latest(s, self.project_id, prefix, 100_000):
                     checkpoints.append(self._fetch(row, row.path.removeprefix(prefix)))
-                    self._synced.files[row.path.removeprefix(prefix)] = FileState(-1, -1)
+                    self._synced[row.path.removeprefix(prefix)] = FileState(-1, -1)
         return {"source": source, "channels": channels, "checkpoints": checkpoints}
 
     def _fetch(self, row: ArtifactVersion, dest: str) -> Fetch:
@@ -641,7 +636,7 @@ class JobExecution:
             for name, state in cluster.checkpoint_files().items()
             if not _in_progress(name)
         }
-        changed = sorted(n for n, st in listed.items() if self._synced.files.get(n) != st)
+        changed = sorted(n for n, st in listed.items() if self._synced.get(n) != st)
         read: dict[str, bytes] = {}
         for relative in changed:
             with contextlib.suppress(OSError):  # replaced meanwhile: the next sync takes it
@@ -651,11 +646,11 @@ class JobExecution:
             if after.get(relative) != listed[relative]:
                 continue  # written to while we read it
             self._store(prefix + relative, data, "application/octet-stream")
-            self._synced.files[relative] = listed[relative]
-        for relative in sorted(set(self._synced.files) - set(after)):
+            self._synced[relative] = listed[relative]
+        for relative in sorted(set(self._synced) - set(after)):
             with self.ctx.db.transaction() as s, contextlib.suppress(ShipyardError):
                 self.ctx.artifacts.delete(s, self.project_id, prefix + relative, self.created_by)
-            del self._synced.files[relative]
+            del self._synced[relative]
 
     def _upload_results(self, cluster: Cluster) -> None:
         base = self.spec.output_path or job_prefix(self.name)

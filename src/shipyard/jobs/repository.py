@@ -16,8 +16,9 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from shipyard.jobs.models import Job
+from shipyard.jobs.schemas import TERMINAL
 
-TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
+TERMINAL_STATUSES = tuple(sorted(status.value for status in TERMINAL))
 
 
 class JobRepository:

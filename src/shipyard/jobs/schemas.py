@@ -61,7 +61,10 @@ class JobStatus(StrEnum):
 
 
 TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.STOPPED})
-_ACTIVE = (JobStatus.STARTING, JobStatus.DOWNLOADING, JobStatus.RUNNING, JobStatus.UPLOADING)
+# The statuses in which a job holds instances (so it can be interrupted).
+ACTIVE = frozenset(
+    {JobStatus.STARTING, JobStatus.DOWNLOADING, JobStatus.RUNNING, JobStatus.UPLOADING}
+)
 # Where each status may go next. Any non-terminal status may fail, be stopped or (while it
 # holds instances) be interrupted; an interrupted job resumes into a new attempt.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
@@ -81,7 +84,7 @@ for _status in set(JobStatus) - TERMINAL:
     TRANSITIONS[_status] = TRANSITIONS[_status] | {JobStatus.FAILED, JobStatus.STOPPING}
 # An active job may be interrupted (a reclaim, a restart) or retried after a failure
 # (Resuming, with a new attempt).
-for _status in _ACTIVE:
+for _status in ACTIVE:
     TRANSITIONS[_status] = TRANSITIONS[_status] | {JobStatus.INTERRUPTED, JobStatus.RESUMING}
 
 

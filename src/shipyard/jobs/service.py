@@ -28,14 +28,6 @@ from shipyard.tracking.datasets import DatasetService
 
 QUOTA_INSTANCES = "max_instance_count"
 POLICY_ISOLATION = "require_network_isolation"
-ACTIVE = frozenset(
-    {
-        schemas.JobStatus.STARTING,
-        schemas.JobStatus.DOWNLOADING,
-        schemas.JobStatus.RUNNING,
-        schemas.JobStatus.UPLOADING,
-    }
-)
 MAX_SOURCE_BYTES = 512 * 1024 * 1024
 MAX_CHANNEL_FILES = 10_000
 
@@ -244,10 +236,10 @@ class JobService:
         status = schemas.JobStatus(job.status)
         if status.terminal:
             raise Conflict(f"job {name!r} is {status.value}", field="name")
-        if what == "interrupt" and status not in ACTIVE:
+        if what == "interrupt" and status not in schemas.ACTIVE:
             raise Conflict(
                 f"job {name!r} is {status.value}; only a job that holds instances "
-                f"({', '.join(sorted(a.value for a in ACTIVE))}) can be interrupted",
+                f"({', '.join(sorted(a.value for a in schemas.ACTIVE))}) can be interrupted",
                 field="name",
             )
         if not repo.set_request(s, job.id, what):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -278,8 +278,5 @@ def _scan_record(report: ScanReport) -> dict[str, Any]:
         "scanner": report.scanner,
         "scanned_files": report.scanned_files,
         "dangerous": report.dangerous,
-        "findings": [
-            {"path": f.path, "severity": f.severity, "kind": f.kind, "detail": f.detail}
-            for f in report.findings
-        ],
+        "findings": [asdict(finding) for finding in report.findings],
     }

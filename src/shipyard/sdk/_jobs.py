@@ -422,22 +422,22 @@ class _Launcher:
     def __init__(
         self,
         entry_point: str,
-        source_dir: str | os.PathLike[str],
+        source_dir: str | os.PathLike[str] = ".",
         *,
-        instance_type: str,
-        instance_count: int,
-        requirements: str | None,
-        spot: bool,
-        max_runtime_s: int,
-        max_retries: int,
-        network_isolation: bool,
-        environment: Mapping[str, str] | None,
-        tags: Mapping[str, str] | None,
-        output_path: str | None,
-        arguments: Sequence[str] | None,
-        project: str | None,
-        session: Session | None,
-        base_job_name: str | None,
+        instance_type: str = "cpu.small",
+        instance_count: int = 1,
+        requirements: str | None = None,
+        spot: bool = False,
+        max_runtime_s: int = 24 * 3600,
+        max_retries: int = 0,
+        network_isolation: bool = False,
+        environment: Mapping[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        output_path: str | None = None,
+        arguments: Sequence[str] | None = None,
+        project: str | None = None,
+        session: Session | None = None,
+        base_job_name: str | None = None,
     ) -> None:
         self.entry_point = entry_point
         self.source_dir = Path(source_dir)
@@ -670,45 +670,6 @@ class Processor(_Launcher):
     """
 
     kind = "processing"
-
-    def __init__(
-        self,
-        entry_point: str,
-        source_dir: str | os.PathLike[str] = ".",
-        *,
-        instance_type: str = "cpu.small",
-        instance_count: int = 1,
-        requirements: str | None = None,
-        spot: bool = False,
-        max_runtime_s: int = 24 * 3600,
-        max_retries: int = 0,
-        network_isolation: bool = False,
-        environment: Mapping[str, str] | None = None,
-        tags: Mapping[str, str] | None = None,
-        output_path: str | None = None,
-        arguments: Sequence[str] | None = None,
-        project: str | None = None,
-        session: Session | None = None,
-        base_job_name: str | None = None,
-    ) -> None:
-        super().__init__(
-            entry_point,
-            source_dir,
-            instance_type=instance_type,
-            instance_count=instance_count,
-            requirements=requirements,
-            spot=spot,
-            max_runtime_s=max_runtime_s,
-            max_retries=max_retries,
-            network_isolation=network_isolation,
-            environment=environment,
-            tags=tags,
-            output_path=output_path,
-            arguments=arguments,
-            project=project,
-            session=session,
-            base_job_name=base_job_name,
-        )
 
     def run(
         self,

@@ -3,14 +3,13 @@ and artifact store (in-process; the HTTP routes come with the controller)."""
 
 from __future__ import annotations
 
-import io
-import tarfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from tests.support.jobs import pack
 
 from shipyard.bootstrap import Platform, build_platform
 from shipyard.config import Settings
@@ -38,16 +37,6 @@ def place(platform: Platform) -> tuple[Team, Project]:
     return team, project
 
 
-def _tar(files: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
-
-
 def _store(platform: Platform, project: Project, path: str, data: bytes) -> None:
     async def body() -> AsyncIterator[bytes]:
         yield data
@@ -66,7 +55,7 @@ def _admit(platform: Platform, place: tuple[Team, Project], **spec: Any) -> Any:
 
 
 def test_a_good_spec_is_stored_pending(platform: Platform, place: tuple[Team, Project]) -> None:
-    _store(platform, place[1], "src/job.tar.gz", _tar({"train.py": b"print(1)"}))
+    _store(platform, place[1], "src/job.tar.gz", pack({"train.py": b"print(1)"}))
     _store(platform, place[1], "data/train.csv", b"a\n1\n")
     job = _admit(platform, place, source="src/job.tar.gz", inputs={"train": "data/train.csv"})
     with platform.db.read() as s:
@@ -101,7 +90,7 @@ def test_a_bad_spec_is_refused_naming_the_field_and_nothing_is_stored(
     error: type[Exception],
     field: str,
 ) -> None:
-    _store(platform, place[1], "src/job.tar.gz", _tar({"train.py": b"", "pkg/other.py": b""}))
+    _store(platform, place[1], "src/job.tar.gz", pack({"train.py": b"", "pkg/other.py": b""}))
     _store(platform, place[1], "src/not-a-tar", b"just text")
     with pytest.raises(error) as caught:
         _admit(platform, place, **{"source": "src/job.tar.gz", **spec})
@@ -111,7 +100,7 @@ def test_a_bad_spec_is_refused_naming_the_field_and_nothing_is_stored(
 
 
 def test_the_quota_error_names_the_quota(platform: Platform, place: tuple[Team, Project]) -> None:
-    _store(platform, place[1], "src/job.tar.gz", _tar({"train.py": b""}))
+    _store(platform, place[1], "src/job.tar.gz", pack({"train.py": b""}))
     with pytest.raises(PermissionDenied) as caught:
         _admit(platform, place, source="src/job.tar.gz", instance_count=8)
     assert "max_instance_count=4" in caught.value.message

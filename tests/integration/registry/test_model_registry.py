@@ -3,10 +3,8 @@ four-eyes approval gate, and registering from a job with its lineage."""
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
-import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,18 +15,8 @@ from tests.support.jobs import base, pack, submit, upload, wait_for
 from tests.support.servers import RunningServer
 
 
-def _model_tar(files: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
-
-
 def _benign_model() -> bytes:
-    return _model_tar({"model.pkl": pickle.dumps({"coef": [0.1, 0.2], "intercept": 0.3})})
+    return pack({"model.pkl": pickle.dumps({"coef": [0.1, 0.2], "intercept": 0.3})})
 
 
 class _Payload:
@@ -136,7 +124,7 @@ def test_a_malicious_pickle_is_blocked_and_never_runs(
 ) -> None:
     marker = tmp_path / "pwned"
     tenant = make_tenant(server, ("scientist", "lead"))
-    evil = _model_tar({"model.pkl": pickle.dumps(_Payload(marker))})
+    evil = pack({"model.pkl": pickle.dumps(_Payload(marker))})
     with server.client(tenant.keys["scientist"]) as client:
         upload(client, tenant, "models/evil.tar.gz", evil)
         _group(client, tenant, "evil")

@@ -14,9 +14,7 @@ separate artifact path), never on the keys the matrix itself uses.
 
 from __future__ import annotations
 
-import io
 import pickle
-import tarfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.conftest import Tenant, unique
+from tests.support.jobs import pack
 from tests.support.servers import RunningServer
 
 from shipyard.api.app import create_app
@@ -45,18 +44,7 @@ PROJECT = V1 + "/projects/{team}/{project}"
 PASSWORD = "matrix-login-password"
 
 
-def _model_tar() -> bytes:
-    """A gzipped tar holding one small, harmless pickle (model.pkl)."""
-    data = pickle.dumps({"coef": [0.5]})
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        info = tarfile.TarInfo("model.pkl")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
-
-
-MODEL_TAR = _model_tar()
+MODEL_TAR = pack({"model.pkl": pickle.dumps({"coef": [0.5]})})  # small and harmless
 MODEL_SOURCE = {"artifact_path": "m/model.tar.gz"}
 # Jobs that need no uploaded source: stdlib modules run as the entry point.
 QUICK_JOB = {"entry_point": "this"}
