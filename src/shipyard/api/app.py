@@ -34,6 +34,7 @@ ROUTERS = (
     mlflow_router.router,
     jobs_router.router,
     registry_router.router,
+    registry_router.dashboard_router,
 )
 log = logging.getLogger("shipyard")
 

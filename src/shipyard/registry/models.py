@@ -15,6 +15,7 @@ from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueCon
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shipyard.db.base import Base, IdMixin, TaggedMixin, TimestampMixin, VersionedMixin
+from shipyard.kit.ids import utcnow
 
 
 class ModelGroup(IdMixin, TimestampMixin, TaggedMixin, VersionedMixin, Base):
@@ -59,3 +60,18 @@ class ModelVersion(IdMixin, TimestampMixin, VersionedMixin, Base):
     decided_at: Mapped[datetime | None] = mapped_column(nullable=True)
     decision_comment: Mapped[str] = mapped_column(Text, default="")
     deleted: Mapped[bool] = mapped_column(default=False)
+
+
+class ModelCard(IdMixin, Base):
+    """One revision of a version's model card. Every edit adds a revision (the card's
+    history is kept); edits stop once the version is decided, so what a lead approved is
+    what the card says forever."""
+
+    __tablename__ = "model_cards"
+    __table_args__ = (UniqueConstraint("version_id", "revision"),)
+
+    version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"))
+    revision: Mapped[int] = mapped_column(Integer)
+    content: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, status
+from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from shipyard.api.deps import PlatformDep, ProjectAccess, project_access
-from shipyard.registry import schemas
+from shipyard.registry import cards, schemas
 from shipyard.registry.models import ModelGroup, ModelVersion
 from shipyard.security.permissions import Permission
 
 router = APIRouter(prefix="/api/v1/projects/{team}/{project}/models", tags=["models"])
+dashboard_router = APIRouter(prefix="/api/v1/projects/{team}/{project}", tags=["models"])
 Readable = Annotated[ProjectAccess, Depends(project_access(Permission.MODEL_READ))]
 Registrable = Annotated[ProjectAccess, Depends(project_access(Permission.MODEL_REGISTER))]
 Approver = Annotated[ProjectAccess, Depends(project_access(Permission.MODEL_APPROVE))]
 Group = Annotated[str, Path(max_length=128, description="a model group's name")]
 Number = Annotated[int, Path(ge=1, le=2**31 - 1, description="a version number")]
+Revision = Annotated[int | None, Query(ge=1, le=2**31 - 1, description="a card revision")]
+# A card's HTML is text a registrant typed: the browser may show it but never run or fetch.
+_CARD_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 
 
 def _group(row: ModelGroup) -> schemas.ModelGroupOut:
@@ -118,3 +123,115 @@ def reject_version(
 ) -> schemas.ModelVersionOut:
     """Reject a pending version; the comment saying why is required."""
     return _decide(platform, access, group, version, body, approve=False)
+
+
+@router.delete("/{group}/versions/{version}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_version(
+    group: Group, version: Number, access: Registrable, platform: PlatformDep
+) -> Response:
+    """Delete a version; its number is never handed out again."""
+    may_approve = access.principal.can(
+        Permission.MODEL_APPROVE, team_id=access.team.id, project_id=access.project.id
+    )
+    with platform.db.transaction() as s:
+        platform.registry.delete(
+            s,
+            access.project.id,
+            group,
+            version,
+            actor=access.principal.username,
+            may_approve=may_approve,
+        )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{group}/versions/{version}/verify")
+async def verify_version(
+    group: Group, version: Number, access: Readable, platform: PlatformDep
+) -> schemas.VerificationOut:
+    """Re-hash the stored bytes against the manifest the version was registered (and
+    approved) with; 409 names every file whose digest changed."""
+    return await platform.registry.verify_version(platform.db, access.project.id, group, version)
+
+
+def _card(
+    platform: PlatformDep, access: ProjectAccess, group: str, version: int, revision: int | None
+) -> tuple[ModelVersion, schemas.ModelCardOut]:
+    with platform.db.read() as s:
+        row, card = platform.registry.card(s, access.project.id, group, version, revision)
+        return row, cards.card_out(group, row, card)
+
+
+@router.get("/{group}/versions/{version}/card")
+def get_card(
+    group: Group,
+    version: Number,
+    access: Readable,
+    platform: PlatformDep,
+    revision: Revision = None,
+) -> schemas.ModelCardOut:
+    """The version's model card (the newest revision unless one is asked for)."""
+    return _card(platform, access, group, version, revision)[1]
+
+
+@router.patch("/{group}/versions/{version}/card")
+def edit_card(
+    group: Group,
+    version: Number,
+    body: schemas.ModelCardUpdate,
+    access: Registrable,
+    platform: PlatformDep,
+) -> schemas.ModelCardOut:
+    """Edit the card while the version is pending: each edit is a new revision."""
+    with platform.db.transaction() as s:
+        row, card = platform.registry.edit_card(
+            s, access.project.id, group, version, body, access.principal.username
+        )
+        return cards.card_out(group, row, card)
+
+
+@router.get("/{group}/versions/{version}/card/revisions")
+def card_revisions(
+    group: Group, version: Number, access: Readable, platform: PlatformDep
+) -> list[schemas.ModelCardOut]:
+    """Every revision of the card, oldest first."""
+    with platform.db.read() as s:
+        row, revisions = platform.registry.card_revisions(s, access.project.id, group, version)
+        return [cards.card_out(group, row, card) for card in revisions]
+
+
+@router.get("/{group}/versions/{version}/card.md", response_class=PlainTextResponse)
+def card_markdown(
+    group: Group,
+    version: Number,
+    access: Readable,
+    platform: PlatformDep,
+    revision: Revision = None,
+) -> PlainTextResponse:
+    """The card as Markdown."""
+    row, card = _card(platform, access, group, version, revision)
+    return PlainTextResponse(
+        cards.to_markdown(card, row), media_type="text/markdown; charset=utf-8"
+    )
+
+
+@router.get("/{group}/versions/{version}/card.html", response_class=HTMLResponse)
+def card_html(
+    group: Group,
+    version: Number,
+    access: Readable,
+    platform: PlatformDep,
+    revision: Revision = None,
+) -> HTMLResponse:
+    """The card as a standalone HTML page."""
+    row, card = _card(platform, access, group, version, revision)
+    page = cards.to_html(cards.to_markdown(card, row), f"{group} v{version} model card")
+    return HTMLResponse(page, headers={"Content-Security-Policy": _CARD_CSP})
+
+
+@dashboard_router.get("/model-dashboard")
+def model_dashboard(access: Readable, platform: PlatformDep) -> list[schemas.DashboardGroup]:
+    """Every model group with its newest versions, approval and scan state, and where
+    its versions are deployed."""
+    with platform.db.read() as s:
+        return platform.registry.dashboard(s, access.project.id)

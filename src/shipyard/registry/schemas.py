@@ -112,3 +112,78 @@ class ModelVersionOut(Schema):
 
 class Decision(Schema):
     comment: str = Field(default="", max_length=8192)
+
+
+class RiskRating(StrEnum):
+    UNKNOWN = "unknown"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+_CardText = Annotated[str, StringConstraints(max_length=20_000)]
+
+
+class ModelCardUpdate(Schema):
+    """The editable parts of a model card; fields left out keep their current text.
+
+    Evaluation results are not editable: they are the version's metrics, pulled from the run
+    it was registered from, so the card cannot claim numbers the run did not produce.
+    """
+
+    base_revision: int | None = Field(
+        default=None, ge=1, description="the revision this edit starts from; 409 if stale"
+    )
+    intended_use: _CardText | None = None
+    risk_rating: RiskRating | None = None
+    training_data: _CardText | None = None
+    evaluation_notes: _CardText | None = None
+    ethical_considerations: _CardText | None = None
+    caveats: _CardText | None = None
+
+
+class ModelCardOut(Schema):
+    group: str
+    version: int
+    revision: int
+    frozen: bool
+    intended_use: str
+    risk_rating: RiskRating
+    training_data: str
+    evaluation_results: dict[str, float]
+    evaluation_notes: str
+    ethical_considerations: str
+    caveats: str
+    updated_by: str
+    created_at: datetime
+
+
+class VerificationOut(Schema):
+    group: str
+    version: int
+    verified: bool
+    manifest_digest: str
+    files: int
+
+
+class DashboardVersion(Schema):
+    version: int
+    status: VersionStatus
+    scan: str  # "clean" | "dangerous"
+    findings: int
+    flavor: Flavor
+    registered_by: str
+    decided_by: str | None
+    created_at: datetime
+
+
+class DashboardGroup(Schema):
+    name: str
+    description: str
+    last_version: int
+    latest_approved: int | None
+    pending: int
+    versions: list[DashboardVersion]
+    deployments: list[dict[str, Any]] = Field(
+        default_factory=list, description="endpoints serving a version of this group"
+    )

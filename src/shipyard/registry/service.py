@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from sqlalchemy.orm import Session
@@ -27,9 +27,9 @@ from shipyard.errors import (
 )
 from shipyard.jobs.service import JobService
 from shipyard.kit.ids import utcnow
-from shipyard.registry import schemas
+from shipyard.registry import cards, schemas
 from shipyard.registry.manifest import changed_files, manifest_digest, manifest_of
-from shipyard.registry.models import ModelGroup, ModelVersion
+from shipyard.registry.models import ModelCard, ModelGroup, ModelVersion
 from shipyard.registry.repository import registry_repository as repo
 from shipyard.registry.scanning import ScanReport, scan_file
 from shipyard.storage.models import ArtifactVersion
@@ -37,6 +37,22 @@ from shipyard.storage.service import ArtifactService
 from shipyard.tracking.service import TrackingService
 
 Status = schemas.VersionStatus
+DASHBOARD_VERSIONS = 5  # the newest versions shown per group
+
+
+class EventSink(Protocol):
+    """Where state changes go, in the caller's transaction (the events domain)."""
+
+    def emit(
+        self,
+        s: Session,
+        *,
+        project_id: str,
+        type: str,
+        subject: str,
+        data: dict[str, Any],
+        actor: str,
+    ) -> object: ...
 
 
 @dataclass
@@ -52,11 +68,17 @@ class Source:
 
 class RegistryService:
     def __init__(
-        self, *, artifacts: ArtifactService, tracking: TrackingService, jobs: JobService
+        self,
+        *,
+        artifacts: ArtifactService,
+        tracking: TrackingService,
+        jobs: JobService,
+        events: EventSink | None = None,
     ) -> None:
         self.artifacts = artifacts
         self.tracking = tracking
         self.jobs = jobs
+        self.events = events
 
     # --- groups ------------------------------------------------------------------------------
 
@@ -122,7 +144,36 @@ class RegistryService:
                 registered_by=actor,
             )
             repo.add(s, row)
+            content = cards.first_content(row)
+            repo.add(s, ModelCard(version_id=row.id, revision=1, content=content, updated_by=actor))
+            self._emit(s, group.name, row, "registered", actor)
+            if status == Status.BLOCKED:
+                self._emit(s, group.name, row, "blocked", actor)
             return row
+
+    def _emit(self, s: Session, group: str, row: ModelVersion, change: str, actor: str) -> None:
+        if self.events is None:
+            return
+        self.events.emit(
+            s,
+            project_id=row.project_id,
+            type=f"model.version.{change}",
+            subject=f"model:{group}:{row.version}",
+            data={
+                "group": group,
+                "version": row.version,
+                "status": row.status,
+                "manifest_digest": row.manifest_digest,
+                "flavor": row.flavor,
+                "registered_by": row.registered_by,
+                "decided_by": row.decided_by,
+                "comment": row.decision_comment,
+                "job_name": row.job_name,
+                "run_id": row.run_id,
+                "scan_dangerous": bool(row.scan.get("dangerous")),
+            },
+            actor=actor,
+        )
 
     def _source(self, s: Session, project_id: str, body: schemas.ModelVersionCreate) -> Source:
         if body.job is not None:
@@ -193,6 +244,19 @@ class RegistryService:
     def versions(self, s: Session, project_id: str, group_name: str) -> Sequence[ModelVersion]:
         return repo.versions(s, self.group(s, project_id, group_name).id)
 
+    def versions_from(
+        self,
+        s: Session,
+        project_id: str,
+        *,
+        run_ids: Sequence[str] = (),
+        job_names: Sequence[str] = (),
+    ) -> list[tuple[str, ModelVersion]]:
+        """(group name, version) of every version registered from these runs or jobs."""
+        rows = repo.versions_from(s, project_id, run_ids=run_ids, job_names=job_names)
+        names = repo.group_names(s, list({row.group_id for row in rows}))
+        return [(names[row.group_id], row) for row in rows]
+
     # --- decisions ---------------------------------------------------------------------------
 
     def decide(
@@ -232,11 +296,127 @@ class RegistryService:
             comment=comment,
             at=utcnow(),
             expected_digest=row.manifest_digest,
+            expected_row_version=row.row_version,
         )
         if not won:
-            raise Conflict(f"{group_name} v{number} was decided meanwhile", field="version")
+            raise Conflict(
+                f"{group_name} v{number} was decided or its card edited meanwhile; "
+                "read it again before deciding",
+                field="version",
+            )
         s.refresh(row)
+        self._emit(s, group_name, row, "approved" if approve else "rejected", actor)
         return row
+
+    def delete(
+        self,
+        s: Session,
+        project_id: str,
+        group_name: str,
+        number: int,
+        *,
+        actor: str,
+        may_approve: bool,
+    ) -> None:
+        """Hide a version; its number stays taken (the counter never goes back). Removing
+        an approved version is an approver's call, not a registrant's."""
+        row = self.version(s, project_id, group_name, number)
+        if row.status == Status.APPROVED.value and not may_approve:
+            raise PermissionDenied(
+                f"{group_name} v{number} is Approved; only a lead or admin may delete it",
+                field="version",
+            )
+        if repo.mark_deleted(s, row.id):
+            self._emit(s, group_name, row, "deleted", actor)
+
+    # --- model cards -------------------------------------------------------------------------
+
+    def card(
+        self, s: Session, project_id: str, group_name: str, number: int, revision: int | None
+    ) -> tuple[ModelVersion, ModelCard]:
+        row = self.version(s, project_id, group_name, number)
+        card = repo.card(s, row.id, revision)
+        if card is None:
+            raise NotFound(
+                f"{group_name} v{number} has no card revision {revision}", field="revision"
+            )
+        return row, card
+
+    def card_revisions(
+        self, s: Session, project_id: str, group_name: str, number: int
+    ) -> tuple[ModelVersion, Sequence[ModelCard]]:
+        row = self.version(s, project_id, group_name, number)
+        return row, repo.card_revisions(s, row.id)
+
+    def edit_card(
+        self,
+        s: Session,
+        project_id: str,
+        group_name: str,
+        number: int,
+        update: schemas.ModelCardUpdate,
+        actor: str,
+    ) -> tuple[ModelVersion, ModelCard]:
+        """Add a card revision while the version is pending; a decided card is frozen."""
+        row, current = self.card(s, project_id, group_name, number, None)
+        if cards.is_frozen(row):
+            raise Conflict(
+                f"the card of {group_name} v{number} is frozen: the version is {row.status}",
+                field="version",
+            )
+        if update.base_revision is not None and update.base_revision != current.revision:
+            raise Conflict(
+                f"the card is at revision {current.revision}, not {update.base_revision}; "
+                "read it again and re-apply the edit",
+                field="base_revision",
+            )
+        if not repo.claim_pending_edit(s, row.id, row.row_version):
+            raise Conflict(
+                f"{group_name} v{number} was decided or edited meanwhile", field="version"
+            )
+        card = ModelCard(
+            version_id=row.id,
+            revision=current.revision + 1,
+            content=cards.edited(current.content, update),
+            updated_by=actor,
+        )
+        repo.add(s, card)
+        s.refresh(row)
+        return row, card
+
+    # --- verification and the dashboard ------------------------------------------------------
+
+    async def verify_version(
+        self, db: Database, project_id: str, group_name: str, number: int
+    ) -> schemas.VerificationOut:
+        with db.read() as s:
+            row = self.version(s, project_id, group_name, number)
+        await self.verify(db, row)
+        return schemas.VerificationOut(
+            group=group_name,
+            version=number,
+            verified=True,
+            manifest_digest=row.manifest_digest,
+            files=len(row.manifest.get("files", {})),
+        )
+
+    def dashboard(self, s: Session, project_id: str) -> list[schemas.DashboardGroup]:
+        """Every group with its newest versions, approval and scan state, in three queries."""
+        groups = repo.groups(s, project_id)
+        ids = [g.id for g in groups]
+        latest = repo.latest_versions(s, ids, DASHBOARD_VERSIONS)
+        summary = repo.status_summary(s, ids)
+        return [
+            schemas.DashboardGroup(
+                name=g.name,
+                description=g.description,
+                last_version=g.last_version,
+                latest_approved=summary.get(g.id, {}).get("latest_approved"),
+                pending=summary.get(g.id, {}).get("pending", 0),
+                versions=[_dashboard_version(v) for v in latest[g.id]],
+            )
+            for g in groups
+        ]
 
     async def verify(self, db: Database, row: ModelVersion) -> None:
         """Recompute the manifest from the stored bytes; raise naming what changed."""
@@ -271,6 +451,20 @@ def _datasets(inputs: Sequence[Any]) -> list[dict[str, Any]]:
 
 def _metrics(latest: dict[str, Any]) -> dict[str, float]:
     return {key: float(m.value) for key, m in latest.items() if isinstance(m.value, int | float)}
+
+
+def _dashboard_version(row: ModelVersion) -> schemas.DashboardVersion:
+    findings = row.scan.get("findings", [])
+    return schemas.DashboardVersion(
+        version=row.version,
+        status=schemas.VersionStatus(row.status),
+        scan="dangerous" if row.scan.get("dangerous") else "clean",
+        findings=len(findings),
+        flavor=schemas.Flavor(row.flavor),
+        registered_by=row.registered_by,
+        decided_by=row.decided_by,
+        created_at=row.created_at,
+    )
 
 
 def _scan_record(report: ScanReport) -> dict[str, Any]:

@@ -223,6 +223,10 @@ class Matrix:
         number = self._ok(scientist.post(url, json=MODEL_SOURCE)).json()["version"]
         return Call(params={"version": str(number)}, json={"comment": f"by {col}"})
 
+    def scientists_version(self, col: str) -> Call:
+        """A fresh pending version the scientist registered (card edits, deletes)."""
+        return Call(params=self.pending_version(col).params, json={"caveats": f"by {col}"})
+
     def new_job(self, col: str) -> Call:
         return Call(json=QUICK_JOB | {"name": unique("mx-job-")})
 
@@ -327,6 +331,18 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("POST", PROJECT + "/models/{group}/versions/{version}/reject"): Row(
         MANAGERS, Matrix.pending_version
     ),
+    ("DELETE", PROJECT + "/models/{group}/versions/{version}"): Row(
+        BUILDERS, Matrix.scientists_version
+    ),
+    ("POST", PROJECT + "/models/{group}/versions/{version}/verify"): Row(READERS),
+    ("GET", PROJECT + "/models/{group}/versions/{version}/card"): Row(READERS),
+    ("PATCH", PROJECT + "/models/{group}/versions/{version}/card"): Row(
+        BUILDERS, Matrix.scientists_version
+    ),
+    ("GET", PROJECT + "/models/{group}/versions/{version}/card/revisions"): Row(READERS),
+    ("GET", PROJECT + "/models/{group}/versions/{version}/card.md"): Row(READERS),
+    ("GET", PROJECT + "/models/{group}/versions/{version}/card.html"): Row(READERS),
+    ("GET", PROJECT + "/model-dashboard"): Row(READERS),
     # jobs
     ("POST", PROJECT + "/jobs"): Row(BUILDERS, Matrix.new_job),
     ("GET", PROJECT + "/jobs"): Row(READERS),
