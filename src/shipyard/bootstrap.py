@@ -18,6 +18,8 @@ from shipyard import __version__
 from shipyard.config import Settings
 from shipyard.db.engine import Database
 from shipyard.db.migrate import upgrade
+from shipyard.events.dispatcher import WebhookDispatcher
+from shipyard.events.service import EventService
 from shipyard.jobs.backends.base import Backend
 from shipyard.jobs.catalog import Catalog
 from shipyard.jobs.controller import JobController
@@ -26,6 +28,8 @@ from shipyard.jobs.execution import JobContext
 from shipyard.jobs.service import JobService
 from shipyard.kit.files import ensure_private_dir, write_private
 from shipyard.kit.ratelimit import SlidingWindow
+from shipyard.lineage.providers import standard_lineage
+from shipyard.lineage.service import LineageService
 from shipyard.registry.service import RegistryService
 from shipyard.security import schemas
 from shipyard.security.audit import AuditService
@@ -56,6 +60,9 @@ class Platform:
     jobs: JobService
     job_controller: JobController
     registry: RegistryService
+    lineage: LineageService
+    events: EventService
+    webhook_dispatcher: WebhookDispatcher
     rewrappers: list[tuple[str, Rewrapper]]
     extras: dict[str, Any]
 
@@ -108,12 +115,16 @@ def build_platform(settings: Settings, *, migrate: bool = True) -> Platform:
     )
     datasets = DatasetService(artifacts)
     tracking = TrackingService()
+    events = EventService(master_key=master_key, identity=identity)
+    dispatcher = WebhookDispatcher(db=db, events=events, settings=settings)
+    events.add_waker(dispatcher.wake)
     catalog = Catalog.from_config(settings.instance_types)
     backend = make_backend(settings)
     jobs = JobService(
         catalog=catalog,
         artifacts=artifacts,
         datasets=datasets,
+        events=events,
         isolation_problem=backend.isolation_problem,
     )
     controller = JobController(
@@ -126,11 +137,14 @@ def build_platform(settings: Settings, *, migrate: bool = True) -> Platform:
             identity=identity,
             catalog=catalog,
             backend=backend,
+            events=events,
         )
     )
+    registry = RegistryService(artifacts=artifacts, tracking=tracking, jobs=jobs, events=events)
     rewrappers: list[tuple[str, Rewrapper]] = [
         ("data_keys", artifacts.data_keys.rewrap_all),
         ("api_key_secrets", identity.reseal_api_key_secrets),
+        ("webhook_secrets", events.reseal_webhook_secrets),
     ]
     extras: dict[str, Any] = {
         "readiness": {"store": blobs.ping},
@@ -148,7 +162,10 @@ def build_platform(settings: Settings, *, migrate: bool = True) -> Platform:
         datasets,
         jobs,
         controller,
-        RegistryService(artifacts=artifacts, tracking=tracking, jobs=jobs),
+        registry,
+        standard_lineage(registry=registry, tracking=tracking, datasets=datasets, jobs=jobs),
+        events,
+        dispatcher,
         rewrappers,
         extras,
     )

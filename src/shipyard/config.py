@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     job_stop_grace_s: float = 30.0
     # Chaos for spot jobs: the expected number of reclaims per running hour (0: none).
     spot_interruptions_per_hour: float = 0.0
+    # Webhooks: each attempt's HTTP timeout; attempts before a delivery is Failed; the wait
+    # after the first failure, doubling (with jitter) up to the maximum.
+    webhook_timeout_s: float = 5.0
+    webhook_max_attempts: int = Field(default=6, ge=1)
+    webhook_backoff_s: float = 2.0
+    webhook_backoff_max_s: float = 300.0
     login_attempts_per_window: int = 10
     login_window_s: int = 300
     audit_digest_every: int = 100

@@ -28,6 +28,7 @@ DOCS = [
     "docs/security.md",
     "docs/tracking.md",
     "docs/jobs.md",
+    "docs/models.md",
 ]
 DOC_URL = "http://127.0.0.1:8080"
 SKIPPED = ("make ", "source ", "export ", "shipyard up")
@@ -36,6 +37,7 @@ PRELUDE = {
     "docs/artifacts.md": "README.md",
     "docs/tracking.md": "README.md",
     "docs/jobs.md": "README.md",
+    "docs/models.md": "README.md",
 }
 
 

@@ -114,6 +114,10 @@ def start_server(
         "SHIPYARD_JOB_LEASE_S": "3",
         "SHIPYARD_CHECKPOINT_SYNC_S": "0.5",
         "SHIPYARD_JOB_STOP_GRACE_S": "5",
+        # Webhooks: retries 0.2 s apart at first and never more than 2 s, a 2 s timeout.
+        "SHIPYARD_WEBHOOK_BACKOFF_S": "0.2",
+        "SHIPYARD_WEBHOOK_BACKOFF_MAX_S": "2",
+        "SHIPYARD_WEBHOOK_TIMEOUT_S": "2",
         **(extra_env or {}),
     }
     if db_url:

@@ -14,8 +14,10 @@ from shipyard.api import system
 from shipyard.api.errors import install_error_handlers
 from shipyard.api.middleware import RequestContextMiddleware
 from shipyard.bootstrap import Platform
+from shipyard.events import router as events_router
 from shipyard.jobs import router as jobs_router
 from shipyard.kit.gcpause import freeze_startup_heap
+from shipyard.lineage import router as lineage_router
 from shipyard.registry import router as registry_router
 from shipyard.security import admin_router, audit_router
 from shipyard.security import router as security_router
@@ -33,8 +35,11 @@ ROUTERS = (
     datasets_router.router,
     mlflow_router.router,
     jobs_router.router,
+    events_router.router,
+    events_router.admin_router,
     registry_router.router,
     registry_router.dashboard_router,
+    lineage_router.router,
 )
 log = logging.getLogger("shipyard")
 
@@ -54,8 +59,11 @@ def _lifespan(platform: Platform):  # type: ignore[no-untyped-def]
         freeze_startup_heap()
         if platform.settings.controllers:
             platform.job_controller.start()
+            platform.webhook_dispatcher.start()
         yield
         await anyio.to_thread.run_sync(platform.job_controller.stop)
+        # after the jobs: their last events are stored by then, and delivered if they can be
+        await anyio.to_thread.run_sync(platform.webhook_dispatcher.stop)
         for hook in platform.extras.get("shutdown_hooks", ()):
             await anyio.to_thread.run_sync(hook)
         await anyio.to_thread.run_sync(_seal_audit, platform)

@@ -13,7 +13,20 @@ from typing import Annotated
 import typer
 
 from shipyard import __version__
-from shipyard.cli import artifacts, audit, auth, datasets, identity, jobs, keys, tracking, up
+from shipyard.cli import (
+    artifacts,
+    audit,
+    auth,
+    datasets,
+    events,
+    identity,
+    jobs,
+    keys,
+    lineage,
+    models,
+    tracking,
+    up,
+)
 from shipyard.sdk import APIError, ConfigurationError, ShipyardError, TransportError
 
 app = typer.Typer(
@@ -43,7 +56,20 @@ def _root(
     """Shipyard: a self-hosted ML platform."""
 
 
-for group in (up, auth, identity, keys, artifacts, tracking, datasets, jobs, audit):
+for group in (
+    up,
+    auth,
+    identity,
+    keys,
+    artifacts,
+    tracking,
+    datasets,
+    jobs,
+    models,
+    lineage,
+    events,
+    audit,
+):
     group.register(app)
 
 

@@ -31,6 +31,7 @@ from typing import Any
 from shipyard.config import Settings
 from shipyard.db.engine import Database
 from shipyard.errors import ShipyardError
+from shipyard.events.service import EventService
 from shipyard.jobs import runtime
 from shipyard.jobs.backends.base import Backend, Cluster, IsolationRefused
 from shipyard.jobs.backends.process import tail_lines
@@ -59,6 +60,7 @@ PRESIGN_S = 3600
 KEY_SLACK = timedelta(hours=1)
 MAX_CHAOS_INTERRUPTS = 3
 JOBS_EXPERIMENT = "jobs"
+EVENT_REASON_CHARS = 4000  # a failure's reason carries log lines; events keep the head
 
 
 class LeaseLost(Exception):
@@ -77,6 +79,7 @@ class JobContext:
     identity: IdentityService
     catalog: Catalog
     backend: Backend
+    events: EventService
 
 
 @dataclass
@@ -147,6 +150,7 @@ class JobExecution:
             self.phase_times = dict(job.phase_times or {})
             self.request = job.request
             self.instances = job.instances
+            self.model_artifact = job.model_artifact
         self.logs = log_dir(ctx.settings, job_id)
         for private in (ctx.settings.jobs_dir, self.logs.parent, self.logs):
             ensure_private_dir(private)
@@ -255,7 +259,25 @@ class JobExecution:
                     self.ctx.tracking.update_run(s, self.project_id, self.run_id, update)
             if self.token_key_id:
                 self.ctx.identity.revoke_workload_key(s, self.token_key_id)
+            self._emit_end(s, outcome)
         log.info("job %s: %s %s", self.name, outcome.status.value, outcome.reason[:200])
+
+    def _emit_end(self, s: Any, outcome: Outcome) -> None:
+        """``job.completed`` / ``job.failed`` / ``job.stopped``, with the terminal write."""
+        self.ctx.events.emit(
+            s,
+            project_id=self.project_id,
+            type=f"job.{outcome.status.value.lower()}",
+            subject=f"job:{self.name}",
+            data={
+                "name": self.name,
+                "status": outcome.status.value,
+                "reason": outcome.reason[:EVENT_REASON_CHARS],
+                "run_id": self.run_id,
+                "model_artifact": self.model_artifact,
+            },
+            actor="system",
+        )
 
     def release(self, reason: str) -> None:
         """Hand the job back, resumable, without ending it (the platform is stopping)."""
@@ -667,6 +689,7 @@ class JobExecution:
                 row = self._store(f"{where}/{relative}", data, "application/octet-stream")
                 stored["output"].append(f"{row.path}@{row.version}")
         self._write(model_artifact=model, output_artifacts=stored)
+        self.model_artifact = model
         if model and self.run_id:
             with self.ctx.db.transaction() as s:
                 batch = tracking_schemas.LogBatch(tags={"shipyard.model": model})

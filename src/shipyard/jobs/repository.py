@@ -28,6 +28,11 @@ class JobRepository:
     def by_id(self, s: Session, job_id: str) -> Job | None:
         return s.get(Job, job_id)
 
+    def by_run(self, s: Session, project_id: str, run_id: str) -> Job | None:
+        """The job whose tracking run this is (lineage: run → job)."""
+        query = select(Job).where(Job.project_id == project_id, Job.run_id == run_id).limit(1)
+        return s.scalar(query)
+
     def in_project(
         self, s: Session, project_id: str, limit: int, status: str | None = None
     ) -> Sequence[Job]:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from shipyard.db.engine import Database
 from shipyard.errors import Conflict, NotFound, PermissionDenied, ShipyardError, ValidationFailed
+from shipyard.events.service import EventService
 from shipyard.jobs import schemas
 from shipyard.jobs.catalog import Catalog
 from shipyard.jobs.models import Job
@@ -59,11 +60,13 @@ class JobService:
         catalog: Catalog,
         artifacts: ArtifactService,
         datasets: DatasetService,
+        events: EventService,
         isolation_problem: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.catalog = catalog
         self.artifacts = artifacts
         self.datasets = datasets
+        self.events = events
         self._isolation_problem = isolation_problem
 
     async def admit(
@@ -83,7 +86,22 @@ class JobService:
         with db.transaction() as s:
             if repo.by_name(s, project.id, spec.name) is not None:
                 raise Conflict(f"job {spec.name!r} already exists", field="name")
-            return repo.add(s, self._new_job(team, project, spec, actor))
+            job = repo.add(s, self._new_job(team, project, spec, actor))
+            self.events.emit(
+                s,
+                project_id=project.id,
+                type="job.submitted",
+                subject=f"job:{job.name}",
+                data={
+                    "name": job.name,
+                    "kind": job.kind,
+                    "status": job.status,
+                    "instance_type": spec.instance_type,
+                    "instance_count": spec.instance_count,
+                },
+                actor=actor,
+            )
+            return job
 
     @staticmethod
     def _new_job(team: Team, project: Project, spec: schemas.JobCreate, actor: str) -> Job:
@@ -224,6 +242,10 @@ class JobService:
         if job is None:
             raise NotFound(f"job {name!r} not found", field="name")
         return job
+
+    def by_run(self, s: Session, project_id: str, run_id: str) -> Job | None:
+        """The job that ran as this tracking run, or None for a run started elsewhere."""
+        return repo.by_run(s, project_id, run_id)
 
     def listing(
         self, s: Session, project_id: str, limit: int = 100, status: str | None = None

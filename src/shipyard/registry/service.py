@@ -73,7 +73,7 @@ class RegistryService:
         artifacts: ArtifactService,
         tracking: TrackingService,
         jobs: JobService,
-        events: EventSink | None = None,
+        events: EventSink,
     ) -> None:
         self.artifacts = artifacts
         self.tracking = tracking
@@ -152,8 +152,8 @@ class RegistryService:
             return row
 
     def _emit(self, s: Session, group: str, row: ModelVersion, change: str, actor: str) -> None:
-        if self.events is None:
-            return
+        """The event goes in the same transaction as the change (emit last: on PostgreSQL
+        it takes the project's event-order lock until commit)."""
         self.events.emit(
             s,
             project_id=row.project_id,

@@ -15,6 +15,7 @@ from shipyard.sdk._config import (
     save_profile,
 )
 from shipyard.sdk._datasets import Datasets
+from shipyard.sdk._events import Events, verify_signature
 from shipyard.sdk._exceptions import (
     APIError,
     BadRequest,
@@ -38,6 +39,7 @@ from shipyard.sdk._exceptions import (
     ValidationFailed,
 )
 from shipyard.sdk._jobs import Estimator, Job, Jobs, Processor
+from shipyard.sdk._models import ModelRegistry, ModelVersion
 from shipyard.sdk._tracking import (
     ActiveRun,
     Tracking,
@@ -61,11 +63,14 @@ __all__ = [
     "CorruptArtifact",
     "Datasets",
     "Estimator",
+    "Events",
     "IntegrityError",
     "InvalidPath",
     "Job",
     "JobFailed",
     "Jobs",
+    "ModelRegistry",
+    "ModelVersion",
     "NotFound",
     "PayloadTooLarge",
     "PermissionDenied",
@@ -96,4 +101,5 @@ __all__ = [
     "save_profile",
     "set_tag",
     "start_run",
+    "verify_signature",
 ]

@@ -13,7 +13,9 @@ from shipyard.sdk._artifacts import Artifacts, split_project
 from shipyard.sdk._auth import BearerAuth
 from shipyard.sdk._config import Profile, profile_name, resolve, save_profile
 from shipyard.sdk._datasets import Datasets
+from shipyard.sdk._events import Events, set_webhook_allowlist, webhook_allowlist
 from shipyard.sdk._jobs import Jobs
+from shipyard.sdk._models import ModelRegistry, lineage
 from shipyard.sdk._tracking import Tracking
 from shipyard.sdk._transport import check, mapped_transport_errors
 
@@ -291,6 +293,25 @@ class Session:
         result: dict[str, Any] = self.request("POST", "/api/v1/admin/master-key/rotate")
         return result
 
+    def webhook_allowlist(self) -> list[str]:
+        """The hosts and ranges webhooks may target though not public (platform admins only)."""
+        return webhook_allowlist(self)
+
+    def set_webhook_allowlist(self, entries: str | Iterable[str]) -> list[str]:
+        """Replace the webhook allow-list (platform admins only) and return it as stored.
+
+        Entries are exact host names (no wildcards; ``localhost`` opens only itself) or IP
+        addresses and CIDR ranges, which open their addresses however a URL spells them. An
+        empty list closes everything non-public again; a bad entry is ``ValidationFailed``
+        on ``entries.<index>``.
+
+        Example::
+
+            current = session.webhook_allowlist()
+            session.set_webhook_allowlist([*current, "10.20.0.0/16", "hooks.internal"])
+        """
+        return set_webhook_allowlist(self, entries)
+
     # --- artifacts -----------------------------------------------------------------------
 
     def artifacts(self, project: str) -> Artifacts:
@@ -312,3 +333,49 @@ class Session:
     def jobs(self, project: str) -> Jobs:
         """The training and processing jobs of ``"team/project"``."""
         return Jobs(self, project)
+
+    # events and webhooks ---------------------------------------------------------------
+
+    def events(self, project: str) -> Events:
+        """The event log and webhooks of ``"team/project"``.
+
+        Example::
+
+            events = session.events("ml/churn")
+            hook = events.create_webhook("https://hooks.example.com/shipyard")
+            events.ping(hook["id"])
+            print([e["type"] for e in events.list(limit=10)])
+        """
+        return Events(self, project)
+
+    # models and lineage -----------------------------------------------------------------
+
+    def models(self, project: str) -> ModelRegistry:
+        """The model registry of ``"team/project"``: groups, versions, approval, cards.
+
+        Example::
+
+            models = session.models("ml/churn")
+            v = models.register("churn", job="train-churn-1", create_group=True)
+            print(v.version, v.status)
+        """
+        return ModelRegistry(self, project)
+
+    def lineage(self, project: str, entity: str) -> dict[str, Any]:
+        """Everything ``entity`` was made from and everything made from it, as a graph.
+
+        ``entity`` is ``dataset:NAME:VERSION``, ``job:NAME``, ``run:RUN_ID`` or
+        ``model:GROUP:VERSION``. The answer: ``root``; ``nodes``, each ``{"id", "kind",
+        "label", "attributes"}`` (status, created_at…); ``edges``, each ``{"source",
+        "target", "relation"}`` from the older entity to the newer (``input``, ``tracked
+        as``, ``registered as``, ``produced``); ``truncated`` when the walk stopped at its
+        node limit. A malformed entity is ``ValidationFailed`` (field ``entity``), an
+        unknown one ``NotFound``.
+
+        Example::
+
+            graph = session.lineage("ml/churn", "model:churn:3")
+            for edge in graph["edges"]:
+                print(edge["source"], f"--{edge['relation']}->", edge["target"])
+        """
+        return lineage(self, project, entity)

@@ -33,6 +33,7 @@ import httpx
 
 from shipyard.sdk._artifacts import Artifacts, split_project
 from shipyard.sdk._exceptions import ConfigurationError, Conflict, JobFailed, NotFound
+from shipyard.sdk._models import ModelRegistry, ModelVersion
 from shipyard.sdk._transport import mapped_transport_errors, raise_for_error
 
 if TYPE_CHECKING:
@@ -131,6 +132,24 @@ class Job:
         """Kill the instances like a spot reclaim; the job resumes from its last checkpoint."""
         self._update(self._jobs._post(self.name, "interrupt"))
         return self
+
+    def register(self, group: str, **options: Any) -> ModelVersion:
+        """Register this (completed training) job's model as the next version of ``group``,
+        creating the group if it does not exist yet, and return the version.
+
+        The version carries the job's run, its latest metrics and the dataset versions it
+        read. ``options`` are those of ``ModelRegistry.register`` (``flavor``,
+        ``signature``, ``example``, ``metrics``, ``description``). A job that has not
+        completed is ``Conflict``.
+
+        Example::
+
+            job = estimator.fit({"train": "dataset:marketing:1"})
+            version = job.register(group="churn", flavor="sklearn")
+            print(version.version, version.status)     # 1 PendingManualApproval
+        """
+        registry = ModelRegistry(self._jobs._session, self.project)
+        return registry.register(group, job=self.name, create_group=True, **options)
 
     def wait(
         self,

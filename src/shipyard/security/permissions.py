@@ -36,6 +36,8 @@ class Permission(StrEnum):
     MODEL_REGISTER = "model:register"  # groups, new versions, cards while pending
     MODEL_APPROVE = "model:approve"  # approve or reject (never one's own registration)
     AUDIT_READ = "audit:read"
+    EVENT_READ = "event:read"  # the project's event log
+    WEBHOOK_MANAGE = "webhook:manage"  # webhooks (their URLs may embed tokens), deliveries
     KEY_MANAGE = "key:manage"  # create/revoke one's own API keys within one's role
     ENDPOINT_INVOKE = "endpoint:invoke"
 
@@ -47,6 +49,7 @@ _VIEWER = {
     Permission.TRACKING_READ,
     Permission.JOB_READ,
     Permission.MODEL_READ,
+    Permission.EVENT_READ,
     Permission.KEY_MANAGE,
 }
 _BUILDER = _VIEWER | {
@@ -62,6 +65,7 @@ _LEAD = _BUILDER | {
     Permission.TEAM_MANAGE,
     Permission.AUDIT_READ,
     Permission.MODEL_APPROVE,
+    Permission.WEBHOOK_MANAGE,
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {

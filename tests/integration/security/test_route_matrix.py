@@ -50,6 +50,9 @@ MODEL_SOURCE = {"artifact_path": "m/model.tar.gz"}
 QUICK_JOB = {"entry_point": "this"}
 LONG_JOB = {"entry_point": "timeit", "arguments": ["-n1", "-r1", "import time; time.sleep(120)"]}
 CSV = b"a,b\n1,x\n2,y\n"
+# Webhooks: a receiver address the matrix allow-lists (the events suite's); nothing listens.
+HOOK_ALLOW = "127.0.0.9/32"
+HOOK = {"url": "http://127.0.0.9:9/hook", "event_types": ["matrix.nothing"]}
 
 
 @dataclass
@@ -82,6 +85,7 @@ class Matrix:
         self._ok(self.admin.put(self._artifact("m/model.tar.gz"), content=MODEL_TAR))
         self._ok(self.admin.post(self._project("/models"), json={"name": "mx-model"}))
         self._ok(self.admin.post(self._project("/models/mx-model/versions"), json=MODEL_SOURCE))
+        self.webhook_id = self._new_webhook()
 
     def close(self) -> None:
         self.stop_long_jobs()
@@ -101,6 +105,7 @@ class Matrix:
             "name": "mx-data",
             "version": "1",
             "group": "mx-model",
+            "webhook_id": self.webhook_id,
         }
 
     def _user(self, prefix: str) -> str:
@@ -227,6 +232,10 @@ class Matrix:
         """A fresh pending version the scientist registered (card edits, deletes)."""
         return Call(params=self.pending_version(col).params, json={"caveats": f"by {col}"})
 
+    def lineage_query(self, col: str) -> Call:
+        """A dataset version: nothing in the matrix deletes it."""
+        return Call(query={"entity": "dataset:mx-data:1"})
+
     def new_job(self, col: str) -> Call:
         return Call(json=QUICK_JOB | {"name": unique("mx-job-")})
 
@@ -246,6 +255,24 @@ class Matrix:
     def stop_long_jobs(self) -> None:
         for name in self.long_jobs:
             self.admin.post(self._project(f"/jobs/{name}/stop"))
+
+    def _new_webhook(self) -> str:
+        entries = self._ok(self.admin.get(V1 + "/admin/webhook-allowlist")).json()["entries"]
+        if HOOK_ALLOW not in entries:
+            body = {"entries": [*entries, HOOK_ALLOW]}
+            self._ok(self.admin.put(V1 + "/admin/webhook-allowlist", json=body))
+        return str(self._ok(self.admin.post(self._project("/webhooks"), json=HOOK)).json()["id"])
+
+    def new_webhook(self, col: str) -> Call:
+        return Call(json=HOOK)
+
+    def throwaway_webhook(self, col: str) -> Call:
+        return Call(params={"webhook_id": self._new_webhook()})
+
+    def same_allowlist(self, col: str) -> Call:
+        """The list as it is: the matrix must not change what other tests rely on."""
+        entries = self._ok(self.admin.get(V1 + "/admin/webhook-allowlist")).json()["entries"]
+        return Call(json={"entries": entries})
 
 
 Prepare = Callable[[Matrix, str], Call]
@@ -343,6 +370,7 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("GET", PROJECT + "/models/{group}/versions/{version}/card.md"): Row(READERS),
     ("GET", PROJECT + "/models/{group}/versions/{version}/card.html"): Row(READERS),
     ("GET", PROJECT + "/model-dashboard"): Row(READERS),
+    ("GET", PROJECT + "/lineage"): Row(READERS, Matrix.lineage_query),
     # jobs
     ("POST", PROJECT + "/jobs"): Row(BUILDERS, Matrix.new_job),
     ("GET", PROJECT + "/jobs"): Row(READERS),
@@ -350,6 +378,16 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("GET", PROJECT + "/jobs/{name}/logs"): Row(READERS),
     ("POST", PROJECT + "/jobs/{name}/stop"): Row(BUILDERS, Matrix.running_job),
     ("POST", PROJECT + "/jobs/{name}/interrupt"): Row(BUILDERS, Matrix.running_job),
+    # events and webhooks (webhook URLs may embed tokens: managers only)
+    ("GET", PROJECT + "/events"): Row(READERS),
+    ("POST", PROJECT + "/webhooks"): Row(MANAGERS, Matrix.new_webhook),
+    ("GET", PROJECT + "/webhooks"): Row(MANAGERS),
+    ("GET", PROJECT + "/webhooks/{webhook_id}"): Row(MANAGERS),
+    ("DELETE", PROJECT + "/webhooks/{webhook_id}"): Row(MANAGERS, Matrix.throwaway_webhook),
+    ("GET", PROJECT + "/webhooks/{webhook_id}/deliveries"): Row(MANAGERS),
+    ("POST", PROJECT + "/webhooks/{webhook_id}/ping"): Row(MANAGERS),
+    ("GET", V1 + "/admin/webhook-allowlist"): Row(PLATFORM),
+    ("PUT", V1 + "/admin/webhook-allowlist"): Row(PLATFORM, Matrix.same_allowlist),
 }
 
 

@@ -1,0 +1,1 @@
+"""Lineage: the graph from dataset versions through jobs and runs to model versions."""
