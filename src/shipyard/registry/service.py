@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 from sqlalchemy.orm import Session
@@ -25,6 +25,7 @@ from shipyard.errors import (
     ValidationFailed,
     VerificationFailed,
 )
+from shipyard.events.service import EventService
 from shipyard.jobs.service import JobService
 from shipyard.kit.ids import utcnow
 from shipyard.registry import cards, schemas
@@ -38,21 +39,6 @@ from shipyard.tracking.service import TrackingService
 
 Status = schemas.VersionStatus
 DASHBOARD_VERSIONS = 5  # the newest versions shown per group
-
-
-class EventSink(Protocol):
-    """Where state changes go, in the caller's transaction (the events domain)."""
-
-    def emit(
-        self,
-        s: Session,
-        *,
-        project_id: str,
-        type: str,
-        subject: str,
-        data: dict[str, Any],
-        actor: str,
-    ) -> object: ...
 
 
 @dataclass
@@ -73,7 +59,7 @@ class RegistryService:
         artifacts: ArtifactService,
         tracking: TrackingService,
         jobs: JobService,
-        events: EventSink,
+        events: EventService,
     ) -> None:
         self.artifacts = artifacts
         self.tracking = tracking
