@@ -20,6 +20,11 @@ from shipyard.db.engine import Database
 from shipyard.db.migrate import upgrade
 from shipyard.events.dispatcher import WebhookDispatcher
 from shipyard.events.service import EventService
+from shipyard.hosting.controller import EndpointController
+from shipyard.hosting.fleet import HostingContext
+from shipyard.hosting.lineage import EndpointLinks
+from shipyard.hosting.modelcache import ModelCache
+from shipyard.hosting.service import HostingService
 from shipyard.jobs.backends.base import Backend
 from shipyard.jobs.catalog import Catalog
 from shipyard.jobs.controller import JobController
@@ -63,6 +68,8 @@ class Platform:
     lineage: LineageService
     events: EventService
     webhook_dispatcher: WebhookDispatcher
+    hosting: HostingService
+    endpoint_controller: EndpointController
     rewrappers: list[tuple[str, Rewrapper]]
     extras: dict[str, Any]
 
@@ -73,6 +80,43 @@ class Platform:
     def wake_jobs(self) -> None:
         """Tell this process's job controller to look now (a submit, a stop)."""
         self.job_controller.wake()
+
+
+def make_hosting(
+    settings: Settings,
+    db: Database,
+    *,
+    catalog: Catalog,
+    registry: RegistryService,
+    artifacts: ArtifactService,
+    events: EventService,
+) -> tuple[HostingService, EndpointController]:
+    """The hosting service and its endpoint controller. Replicas run as local processes
+    (``hosting/backends/local.py``) whatever ``SHIPYARD_COMPUTE`` says: a Ray backend for
+    replicas is a later step behind the same interface (``hosting/backends/base.py``)."""
+    from shipyard.hosting.backends.local import LocalReplicaBackend
+
+    hosting = HostingService(
+        catalog=catalog,
+        registry=registry,
+        artifacts=artifacts,
+        events=events,
+        gateway_url=settings.gateway_url,
+    )
+    context = HostingContext(
+        settings=settings,
+        db=db,
+        registry=registry,
+        artifacts=artifacts,
+        events=events,
+        catalog=catalog,
+        backend=LocalReplicaBackend(),
+        cache=ModelCache(settings.models_dir, db, artifacts, registry),
+    )
+    controller = EndpointController(context, hosting)
+    hosting.add_waker(controller.wake)
+    registry.set_deployments(hosting.deployments)
+    return hosting, controller
 
 
 def make_backend(settings: Settings) -> Backend:
@@ -141,6 +185,11 @@ def build_platform(settings: Settings, *, migrate: bool = True) -> Platform:
         )
     )
     registry = RegistryService(artifacts=artifacts, tracking=tracking, jobs=jobs, events=events)
+    hosting, endpoint_controller = make_hosting(
+        settings, db, catalog=catalog, registry=registry, artifacts=artifacts, events=events
+    )
+    lineage = standard_lineage(registry=registry, tracking=tracking, datasets=datasets, jobs=jobs)
+    lineage.add(EndpointLinks(hosting))
     rewrappers: list[tuple[str, Rewrapper]] = [
         ("data_keys", artifacts.data_keys.rewrap_all),
         ("api_key_secrets", identity.reseal_api_key_secrets),
@@ -163,9 +212,11 @@ def build_platform(settings: Settings, *, migrate: bool = True) -> Platform:
         jobs,
         controller,
         registry,
-        standard_lineage(registry=registry, tracking=tracking, datasets=datasets, jobs=jobs),
+        lineage,
         events,
         dispatcher,
+        hosting,
+        endpoint_controller,
         rewrappers,
         extras,
     )

@@ -3,11 +3,18 @@
 Everything that differs between a laptop and a cluster lives here, so that the same code
 runs on SQLite + a local directory and on PostgreSQL + S3 with nothing but environment
 variables changed.
+
+Two kinds of variable tune speed, not behaviour, and the test suite uses both: the cost of
+password hashes (``SHIPYARD_PASSWORD_HASH_COST=minimal``: cheap argon2id, for tests only,
+never in production) and, for an S3 store, botocore's own ``AWS_MAX_ATTEMPTS`` and
+``AWS_RETRY_MODE``, which the store's client honours (by default a call to an unreachable
+store is tried five times with back-off, ~10 s, before it fails).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,10 +66,58 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(default=6, ge=1)
     webhook_backoff_s: float = 2.0
     webhook_backoff_max_s: float = 300.0
+    # Hosting: an endpoint controller holds each endpoint for this long and renews it (like
+    # jobs); it checks every replica's process and /ping at this interval and replaces a
+    # replica that died or failed this many pings in a row.
+    hosting_lease_s: float = 15.0
+    hosting_health_interval_s: float = 1.0
+    hosting_ping_failures: int = Field(default=3, ge=1)
+    # A replica that prints no READY within this long is ended and counted as a failed start;
+    # this many failed starts in a row fail a new endpoint (or roll an update back).
+    hosting_start_timeout_s: float = 120.0
+    hosting_start_attempts: int = Field(default=3, ge=1)
+    # SIGTERM, then this long to drain in-flight requests, then SIGKILL.
+    hosting_stop_grace_s: float = 10.0
+    # A clean stop of the platform stops the replicas (the gateway answers 503 until they are
+    # back); true leaves them serving and the next start adopts them.
+    hosting_keep_replicas_on_stop: bool = False
+    # Autoscaling reads invocation rates over this window.
+    hosting_metrics_window_s: float = 30.0
+    # Promotions: the bake of the blue/green deployment they run, the integration test's
+    # latency budget (median of the example's invocations), and how long they may take.
+    promotion_bake_s: float = 30.0
+    promotion_latency_budget_ms: float = 1000.0
+    promotion_timeout_s: float = 600.0
     login_attempts_per_window: int = 10
     login_window_s: int = 300
     audit_digest_every: int = 100
     max_upload_bytes: int = 50 * 1024**3
+    # argon2id parameters of new password hashes: the library's defaults (~0.25 s of CPU per
+    # hash), or ``minimal`` for test servers that create hundreds of users. Never ``minimal``
+    # in production: it makes stolen hashes cheap to crack.
+    password_hash_cost: Literal["standard", "minimal"] = "standard"
+    # The gateway (data plane). Each API key gets a token bucket: this many requests a second
+    # on average, bursts of up to ``burst`` (rate 0: no throttling); ``gateway_key_limits``
+    # overrides both per key id, e.g. ``{"SHK...": [5, 10]}``.
+    gateway_rate_per_key: float = 2000.0
+    gateway_burst_per_key: float = 4000.0
+    gateway_key_limits: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    # How long the gateway trusts a key it has checked (a revocation takes at most this long).
+    gateway_auth_cache_ttl_s: float = 5.0
+    # Data capture: records per JSONL batch, the longest a record waits to be written, and
+    # how many may wait in memory before new ones are dropped (counted) instead of queued.
+    gateway_capture_batch_records: int = Field(default=1000, ge=1)
+    gateway_capture_interval_s: float = 5.0
+    gateway_capture_queue_max: int = Field(default=20_000, ge=1)
+    # How long a request waits for a serverless variant at zero to get a replica (then 503),
+    # and for a model's answer (then 424 ModelError, as SageMaker's 60 s).
+    gateway_cold_start_wait_s: float = 30.0
+    gateway_model_timeout_s: float = 60.0
+    # CPUs the gateway runs on: "auto" is the last one when there are two or more (local
+    # replicas are placed from the first, and a proxy sharing a core with the replica it
+    # waits on loses a quarter of its throughput), "all" leaves it to the OS, or a list
+    # like "2,3".
+    gateway_cpus: str = "auto"
     log_level: str = "info"
 
     @property
@@ -97,6 +152,16 @@ class Settings(BaseSettings):
     def jobs_dir(self) -> Path:
         """Job working trees and logs, on the machine that runs the controller."""
         return self.home / "jobs"
+
+    @property
+    def models_dir(self) -> Path:
+        """Verified, extracted model versions (one directory per manifest digest)."""
+        return self.home / "models"
+
+    @property
+    def endpoints_dir(self) -> Path:
+        """Replica working directories and logs, on the machine that runs the controller."""
+        return self.home / "endpoints"
 
     @property
     def credentials_path(self) -> Path:

@@ -13,6 +13,9 @@ import uvicorn
 from shipyard.api.app import create_app
 from shipyard.bootstrap import Platform, build_platform, ensure_admin
 from shipyard.config import Settings
+from shipyard.security import passwords
+
+log = logging.getLogger("shipyard.server")
 
 
 class _Server(uvicorn.Server):
@@ -27,6 +30,9 @@ class _Server(uvicorn.Server):
 
 def prepare(settings: Settings) -> tuple[Platform, dict[str, str] | None]:
     os.umask(0o077)  # the DB, blobs and keys in the home are the platform's alone
+    passwords.use_cost(settings.password_hash_cost)
+    if settings.password_hash_cost != "standard":
+        log.warning("password hashes use minimal argon2id cost: for tests only")
     platform = build_platform(settings)
     created = ensure_admin(platform)
     return platform, created

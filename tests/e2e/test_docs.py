@@ -29,6 +29,7 @@ DOCS = [
     "docs/tracking.md",
     "docs/jobs.md",
     "docs/models.md",
+    "docs/hosting.md",
 ]
 DOC_URL = "http://127.0.0.1:8080"
 SKIPPED = ("make ", "source ", "export ", "shipyard up")
@@ -38,6 +39,7 @@ PRELUDE = {
     "docs/tracking.md": "README.md",
     "docs/jobs.md": "README.md",
     "docs/models.md": "README.md",
+    "docs/hosting.md": "README.md",
 }
 
 

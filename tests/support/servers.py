@@ -31,10 +31,20 @@ def _die_with_parent() -> None:
         pass
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free now and never handed out before by this process: the kernel may offer the
+    same free port twice in a row, and a caller picking several at once (a Ray head takes
+    seven) needs them distinct."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def postgres_reachable() -> bool:
@@ -114,6 +124,9 @@ def start_server(
         "SHIPYARD_JOB_LEASE_S": "3",
         "SHIPYARD_CHECKPOINT_SYNC_S": "0.5",
         "SHIPYARD_JOB_STOP_GRACE_S": "5",
+        # Cheap argon2id: the suite creates and logs in ~1000 users, ~0.25 s of CPU each with
+        # the production cost. What a password accepts and refuses is the same at any cost.
+        "SHIPYARD_PASSWORD_HASH_COST": "minimal",
         # Webhooks: retries 0.2 s apart at first and never more than 2 s, a 2 s timeout.
         "SHIPYARD_WEBHOOK_BACKOFF_S": "0.2",
         "SHIPYARD_WEBHOOK_BACKOFF_MAX_S": "2",

@@ -15,6 +15,7 @@ from shipyard.api.errors import install_error_handlers
 from shipyard.api.middleware import RequestContextMiddleware
 from shipyard.bootstrap import Platform
 from shipyard.events import router as events_router
+from shipyard.hosting import router as hosting_router
 from shipyard.jobs import router as jobs_router
 from shipyard.kit.gcpause import freeze_startup_heap
 from shipyard.lineage import router as lineage_router
@@ -40,6 +41,7 @@ ROUTERS = (
     registry_router.router,
     registry_router.dashboard_router,
     lineage_router.router,
+    hosting_router.router,
 )
 log = logging.getLogger("shipyard")
 
@@ -59,9 +61,11 @@ def _lifespan(platform: Platform):  # type: ignore[no-untyped-def]
         freeze_startup_heap()
         if platform.settings.controllers:
             platform.job_controller.start()
+            platform.endpoint_controller.start()
             platform.webhook_dispatcher.start()
         yield
         await anyio.to_thread.run_sync(platform.job_controller.stop)
+        await anyio.to_thread.run_sync(platform.endpoint_controller.stop)
         # after the jobs: their last events are stored by then, and delivered if they can be
         await anyio.to_thread.run_sync(platform.webhook_dispatcher.stop)
         for hook in platform.extras.get("shutdown_hooks", ()):

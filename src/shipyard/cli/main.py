@@ -18,7 +18,9 @@ from shipyard.cli import (
     audit,
     auth,
     datasets,
+    endpoints,
     events,
+    gateway,
     identity,
     jobs,
     keys,
@@ -58,6 +60,7 @@ def _root(
 
 for group in (
     up,
+    gateway,
     auth,
     identity,
     keys,
@@ -66,6 +69,7 @@ for group in (
     datasets,
     jobs,
     models,
+    endpoints,
     lineage,
     events,
     audit,

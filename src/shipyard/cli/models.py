@@ -15,6 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from shipyard.cli import endpoints
 from shipyard.cli._common import JsonOption, err, out, parse_tags, print_json, session
 from shipyard.cli.jobs import ProjectOption
 from shipyard.sdk import ModelVersion
@@ -419,6 +420,12 @@ def dashboard(project: ProjectOption, as_json: JsonOption = False) -> None:
         print_json(groups)
         return
     _table(DASHBOARD_COLUMNS, dashboard_rows(groups))
+
+
+# --- promotion (the hosting tier's; see cli/endpoints.py) --------------------------------------
+
+models.command("promote")(endpoints.promote)
+models.command("promotions")(endpoints.promotions)
 
 
 def register(app: typer.Typer) -> None:

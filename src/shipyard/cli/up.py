@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from shipyard.config import Settings
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -27,6 +30,7 @@ def up(
 ) -> None:
     """Start the platform: migrate the DB, create the admin on first start, serve."""
     from shipyard.config import Settings
+    from shipyard.hosting.gateway.supervisor import GatewaySupervisor
     from shipyard.server import prepare, serve
 
     overrides: dict[str, object] = {}
@@ -40,12 +44,19 @@ def up(
         overrides["gateway_port"] = gateway_port
     settings = Settings(**overrides)  # type: ignore[arg-type]
     platform, created = prepare(settings)
-    _banner(settings.api_url, settings.credentials_path, created is not None, platform)
-    serve(platform)
+    gateway = GatewaySupervisor(settings)  # after prepare: the DB is migrated, the key made
+    gateway.start()
+    try:
+        _banner(settings, created is not None)
+        serve(platform)
+    finally:
+        gateway.stop()
 
 
-def _banner(url: str, creds: Path, first_start: bool, platform: object) -> None:
+def _banner(settings: Settings, first_start: bool) -> None:
+    url, creds = settings.api_url, settings.credentials_path
     console.print(f"[bold green]Shipyard[/] is up at [bold]{url}[/]  (API docs: {url}/api/v1/docs)")
+    console.print(f"Gateway (SageMaker Runtime compatible): [bold]{settings.gateway_url}[/]")
     state = "created now" if first_start else "from the first start"
     console.print(f"Admin credentials ({state}): [bold]{creds}[/]")
     console.print(f"Log in with: shipyard login --url {url} --username admin")

@@ -11,9 +11,6 @@ the job from its last checkpoint; nothing stays "Running" forever.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import socket
 import threading
 import time
 from datetime import timedelta
@@ -21,35 +18,12 @@ from datetime import timedelta
 from shipyard.jobs.execution import JobContext, run_execution
 from shipyard.jobs.repository import job_repository as repo
 from shipyard.kit.ids import utcnow
+from shipyard.kit.leases import new_owner_id, owner_is_dead
 
 log = logging.getLogger("shipyard.jobs")
 
 CLAIM_BATCH = 32
 IDLE_POLL_S = 1.0
-
-
-def new_owner_id() -> str:
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-def owner_is_dead(owner: str | None) -> bool:
-    """True when ``owner`` was a process on this machine that no longer exists."""
-    if not owner:
-        return False
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname()[:40] or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False  # ourselves in an earlier life only if the id differs; see claim()
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 class JobController:

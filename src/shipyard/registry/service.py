@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from sqlalchemy.orm import Session
@@ -41,6 +41,12 @@ Status = schemas.VersionStatus
 DASHBOARD_VERSIONS = 5  # the newest versions shown per group
 
 
+class DeploymentSource(Protocol):
+    """``{group: [{"endpoint", "environment", "version", "status"}, ...]}`` of a project."""
+
+    def __call__(self, s: Session, project_id: str) -> dict[str, list[dict[str, Any]]]: ...
+
+
 @dataclass
 class Source:
     """Where a version's bytes and lineage come from."""
@@ -65,6 +71,12 @@ class RegistryService:
         self.tracking = tracking
         self.jobs = jobs
         self.events = events
+        self._deployments: DeploymentSource | None = None
+
+    def set_deployments(self, source: DeploymentSource) -> None:
+        """Where the dashboard learns which endpoints serve which versions (the hosting
+        domain plugs itself in here at start-up; the registry does not import it)."""
+        self._deployments = source
 
     # --- groups ------------------------------------------------------------------------------
 
@@ -387,11 +399,13 @@ class RegistryService:
         )
 
     def dashboard(self, s: Session, project_id: str) -> list[schemas.DashboardGroup]:
-        """Every group with its newest versions, approval and scan state, in three queries."""
+        """Every group with its newest versions, approval and scan state (three queries), and
+        the endpoints serving its versions."""
         groups = repo.groups(s, project_id)
         ids = [g.id for g in groups]
         latest = repo.latest_versions(s, ids, DASHBOARD_VERSIONS)
         summary = repo.status_summary(s, ids)
+        deployed = self._deployments(s, project_id) if self._deployments is not None else {}
         return [
             schemas.DashboardGroup(
                 name=g.name,
@@ -400,6 +414,7 @@ class RegistryService:
                 latest_approved=summary.get(g.id, {}).get("latest_approved"),
                 pending=summary.get(g.id, {}).get("pending", 0),
                 versions=[_dashboard_version(v) for v in latest[g.id]],
+                deployments=deployed.get(g.name, []),
             )
             for g in groups
         ]
@@ -418,14 +433,24 @@ class RegistryService:
                 f"approved ones: {exc.message}",
                 field="artifact",
             ) from exc
-        changed = changed_files(row.manifest, manifest)
-        if changed or manifest_digest(manifest) != row.manifest_digest:
-            raise VerificationFailed(
-                f"{row.artifact_path}@{row.artifact_version} changed since it was registered: "
-                f"digest differs for {', '.join(changed) or 'the artifact'}",
-                field="artifact",
-                files=changed,
-            )
+        _compare(row, manifest)
+
+    def verify_copy(self, row: ModelVersion, path: Path) -> None:
+        """Check a local copy of the version's artifact (one the caller downloaded, e.g. the
+        hosting tier's model cache) against the approved manifest; raise naming what changed.
+        Checking the very bytes that will be used leaves no gap between check and use."""
+        _compare(row, manifest_of(path, row.artifact_path.rsplit("/", 1)[-1]))
+
+
+def _compare(row: ModelVersion, manifest: dict[str, Any]) -> None:
+    changed = changed_files(row.manifest, manifest)
+    if changed or manifest_digest(manifest) != row.manifest_digest:
+        raise VerificationFailed(
+            f"{row.artifact_path}@{row.artifact_version} changed since it was registered: "
+            f"digest differs for {', '.join(changed) or 'the artifact'}",
+            field="artifact",
+            files=changed,
+        )
 
 
 def _datasets(inputs: Sequence[Any]) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from shipyard.sdk._exceptions import (
     ConfigurationError,
     Conflict,
     CorruptArtifact,
+    DeploymentFailed,
     IntegrityError,
     InvalidPath,
     JobFailed,
@@ -38,6 +39,7 @@ from shipyard.sdk._exceptions import (
     Unauthenticated,
     ValidationFailed,
 )
+from shipyard.sdk._hosting import Endpoint, Hosting, Predictor
 from shipyard.sdk._jobs import Estimator, Job, Jobs, Processor
 from shipyard.sdk._models import ModelRegistry, ModelVersion
 from shipyard.sdk._tracking import (
@@ -62,8 +64,11 @@ __all__ = [
     "Conflict",
     "CorruptArtifact",
     "Datasets",
+    "DeploymentFailed",
+    "Endpoint",
     "Estimator",
     "Events",
+    "Hosting",
     "IntegrityError",
     "InvalidPath",
     "Job",
@@ -74,6 +79,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "PermissionDenied",
+    "Predictor",
     "PresignedUrl",
     "Processor",
     "Profile",

@@ -14,6 +14,7 @@ from shipyard.sdk._auth import BearerAuth
 from shipyard.sdk._config import Profile, profile_name, resolve, save_profile
 from shipyard.sdk._datasets import Datasets
 from shipyard.sdk._events import Events, set_webhook_allowlist, webhook_allowlist
+from shipyard.sdk._hosting import Hosting, Predictor
 from shipyard.sdk._jobs import Jobs
 from shipyard.sdk._models import ModelRegistry, lineage
 from shipyard.sdk._tracking import Tracking
@@ -360,6 +361,25 @@ class Session:
             print(v.version, v.status)
         """
         return ModelRegistry(self, project)
+
+    # hosting ----------------------------------------------------------------------------
+
+    def hosting(self, project: str) -> Hosting:
+        """Deployable models, endpoint configs, endpoints and promotions of
+        ``"team/project"``; ``predictor(name)`` invokes an endpoint through the gateway.
+
+        Example::
+
+            hosting = session.hosting("ml/churn")
+            hosting.promote("churn", 23, "staging")
+            print(hosting.predictor("churn-staging").predict({"features": [25, 2, 0.0]}))
+        """
+        return Hosting(self, project)
+
+    def predictor(self, endpoint_name: str) -> Predictor:
+        """Invoke an endpoint by name (names are unique on the platform), through the
+        gateway with this session's credentials."""
+        return Predictor(self, endpoint_name)
 
     def lineage(self, project: str, entity: str) -> dict[str, Any]:
         """Everything ``entity`` was made from and everything made from it, as a graph.

@@ -6,6 +6,7 @@
      │    └── Timeout                 the server did not answer in time
      ├── IntegrityError               bytes that are not what was stored were refused
      ├── JobFailed                    a job waited on ended Failed or Stopped (``job``, ``reason``)
+     ├── DeploymentFailed             an endpoint or promotion waited on failed or rolled back
      └── APIError                     the server answered with an error (``status``, ``code``)
           ├── BadRequest              400 bad_request
           │    └── InvalidPath        400 invalid_path
@@ -65,6 +66,26 @@ class JobFailed(ShipyardError):
         self.status = job.status
         self.reason = job.reason
         super().__init__(f"job {job.name!r} ended {job.status}: {job.reason or 'no reason given'}")
+
+
+class DeploymentFailed(ShipyardError):
+    """An endpoint that was waited on ended Failed, or its update rolled back, or a
+    promotion Failed. ``endpoint``, ``status`` and ``reason`` say which and why;
+    ``promotion`` is the promotion (its ``steps``) when one failed."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        status: str,
+        reason: str,
+        *,
+        promotion: dict[str, Any] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.status = status
+        self.reason = reason
+        self.promotion = promotion
+        super().__init__(f"endpoint {endpoint!r}: {status}: {reason or 'no reason given'}")
 
 
 class APIError(ShipyardError):

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from shipyard.sdk._artifacts import split_project
 from shipyard.sdk._exceptions import Conflict, NotFound
+from shipyard.sdk._hosting import Predictor
 from shipyard.sdk._transport import mapped_transport_errors, raise_for_error
 
 if TYPE_CHECKING:
@@ -158,6 +159,41 @@ class ModelVersion:
     def lineage(self) -> dict[str, Any]:
         """What it was made from (run, job, dataset versions) as a graph."""
         return self._registry._session.lineage(self._registry.project_ref, self.entity)
+
+    def deploy(
+        self,
+        endpoint_name: str | None = None,
+        *,
+        instance_type: str = "cpu.small",
+        initial_instance_count: int = 1,
+        env: str = "dev",
+        timeout: float = 900.0,
+    ) -> Predictor:
+        """Deploy this version to an endpoint of ``env`` and return its ``Predictor``.
+
+        It runs a promotion (see ``Hosting.promote``): the bytes are verified, the endpoint
+        (``<group>-<env>`` unless named) is created or updated to this version, the
+        version's ``example`` is invoked, and a failure rolls back and raises
+        ``DeploymentFailed``. ``staging`` and ``prod`` take only Approved versions, from an
+        engineer, lead or admin; ``prod`` only after a Succeeded promotion to ``staging``.
+
+        Example::
+
+            v = session.models("ml/churn").version("churn", 23)
+            predictor = v.deploy("customer-churn-v23", instance_type="cpu.small")
+            predictor.predict({"features": [25, 2, 0.0, 1, 0, 0, 0, 0, 0, 0]})
+        """
+        hosting = self._registry._session.hosting(self._registry.project_ref)
+        run = hosting.promote(
+            self.group,
+            self.version,
+            env,
+            endpoint_name=endpoint_name,
+            instance_type=instance_type,
+            instance_count=initial_instance_count,
+            timeout=timeout,
+        )
+        return hosting.predictor(run["endpoint_name"])
 
 
 class ModelRegistry:

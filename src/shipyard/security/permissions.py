@@ -40,6 +40,9 @@ class Permission(StrEnum):
     WEBHOOK_MANAGE = "webhook:manage"  # webhooks (their URLs may embed tokens), deliveries
     KEY_MANAGE = "key:manage"  # create/revoke one's own API keys within one's role
     ENDPOINT_INVOKE = "endpoint:invoke"
+    ENDPOINT_READ = "endpoint:read"  # hosted models, endpoint configs, endpoints, promotions
+    ENDPOINT_DEPLOY = "endpoint:deploy"  # create, update, scale, delete; dev only on its own
+    ENDPOINT_PROMOTE = "endpoint:promote"  # deploy to staging and prod (never scientists)
 
 
 _VIEWER = {
@@ -51,6 +54,7 @@ _VIEWER = {
     Permission.MODEL_READ,
     Permission.EVENT_READ,
     Permission.KEY_MANAGE,
+    Permission.ENDPOINT_READ,
 }
 _BUILDER = _VIEWER | {
     Permission.ARTIFACT_WRITE,
@@ -59,8 +63,11 @@ _BUILDER = _VIEWER | {
     Permission.JOB_RUN,
     Permission.MODEL_REGISTER,
     Permission.ENDPOINT_INVOKE,
+    Permission.ENDPOINT_DEPLOY,
 }
-_LEAD = _BUILDER | {
+# Engineers take what was approved to staging and prod; scientists deploy to dev only.
+_ENGINEER = _BUILDER | {Permission.ENDPOINT_PROMOTE}
+_LEAD = _ENGINEER | {
     Permission.PROJECT_CREATE,
     Permission.TEAM_MANAGE,
     Permission.AUDIT_READ,
@@ -72,7 +79,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.INVOKER: frozenset({Permission.ENDPOINT_INVOKE}),
     Role.VIEWER: frozenset(_VIEWER),
     Role.SCIENTIST: frozenset(_BUILDER),
-    Role.ENGINEER: frozenset(_BUILDER),
+    Role.ENGINEER: frozenset(_ENGINEER),
     Role.LEAD: frozenset(_LEAD),
     Role.ADMIN: frozenset(set(Permission) - {Permission.PLATFORM_ADMIN}),
 }

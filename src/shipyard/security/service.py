@@ -436,6 +436,16 @@ class IdentityService:
         """The plaintext secret, for verifying AWS SigV4 signatures at the gateway."""
         return self._master.unseal(row.secret_encrypted, context=row.key_id.encode()).decode()
 
+    def sigv4_credentials(self, s: Session, key_id: str) -> tuple[Principal, str]:
+        """The caller behind an API key id and the key's secret, for verifying AWS SigV4
+        signatures at the gateway. Every check of ``authenticate`` applies (revoked,
+        expired, disabled user)."""
+        row = repo.api_key(s, key_id)
+        if row is None:
+            raise Unauthenticated("the API key is not valid")
+        secret = self.api_key_secret(row)
+        return self.authenticate(s, format_api_key(key_id, secret)), secret
+
     def reseal_api_key_secrets(self, s: Session, old: bytes, new: bytes) -> int:
         """Re-seal every API key secret under a new master key (part of a rotation)."""
         rows = repo.api_keys_of_user(s, None)

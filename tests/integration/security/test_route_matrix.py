@@ -86,6 +86,7 @@ class Matrix:
         self._ok(self.admin.post(self._project("/models"), json={"name": "mx-model"}))
         self._ok(self.admin.post(self._project("/models/mx-model/versions"), json=MODEL_SOURCE))
         self.webhook_id = self._new_webhook()
+        self.promotion_id = self._hosting_setup()
 
     def close(self) -> None:
         self.stop_long_jobs()
@@ -106,6 +107,7 @@ class Matrix:
             "version": "1",
             "group": "mx-model",
             "webhook_id": self.webhook_id,
+            "promotion_id": self.promotion_id,
         }
 
     def _user(self, prefix: str) -> str:
@@ -269,6 +271,58 @@ class Matrix:
     def throwaway_webhook(self, col: str) -> Call:
         return Call(params={"webhook_id": self._new_webhook()})
 
+    # --- hosting: serverless endpoints at zero, so the matrix starts no model servers -----
+
+    def _hosting_setup(self) -> str:
+        """Model, config and endpoint ``mx-data`` (the rows' default name), a promotion."""
+        model = {"name": "mx-data", "artifact_path": "m/model.tar.gz", "flavor": "sklearn"}
+        self._ok(self.admin.post(self._project("/hosted-models"), json=model))
+        self._ok(self.admin.post(self._project("/endpoint-configs"), json=self._config("mx-data")))
+        self._ok(self.admin.post(self._project("/endpoints"), json=self._endpoint("mx-data")))
+        promote = self._project("/models/mx-model/versions/1/promote")
+        body = {"environment": "dev", "endpoint_name": unique("mx-promoted-")}
+        return str(self._ok(self.admin.post(promote, json=body)).json()["id"])
+
+    @staticmethod
+    def _config(name: str) -> dict[str, Any]:
+        variant = {"model": "mx-data", "initial_instance_count": 0, "serverless": {}}
+        return {"name": name, "variants": [variant]}
+
+    @staticmethod
+    def _endpoint(name: str) -> dict[str, Any]:
+        return {"name": name, "config_name": "mx-data", "environment": "dev"}
+
+    def new_hosted_model(self, col: str) -> Call:
+        body = {"name": unique("mx-hm-"), "artifact_path": "m/model.tar.gz", "flavor": "sklearn"}
+        return Call(json=body)
+
+    def throwaway_hosted_model(self, col: str) -> Call:
+        body = self.new_hosted_model(col).json
+        self._ok(self.admin.post(self._project("/hosted-models"), json=body))
+        return Call(params={"name": body["name"]})
+
+    def new_config(self, col: str) -> Call:
+        return Call(json=self._config(unique("mx-cfg-")))
+
+    def throwaway_config(self, col: str) -> Call:
+        body = self._config(unique("mx-cfg-"))
+        self._ok(self.admin.post(self._project("/endpoint-configs"), json=body))
+        return Call(params={"name": body["name"]})
+
+    def new_endpoint(self, col: str) -> Call:
+        return Call(json=self._endpoint(unique("mx-ep-")))
+
+    def endpoint_patch(self, col: str) -> Call:
+        return Call(json={"tags": {"by": col}})
+
+    def throwaway_endpoint(self, col: str) -> Call:
+        body = self._endpoint(unique("mx-ep-"))
+        self._ok(self.admin.post(self._project("/endpoints"), json=body))
+        return Call(params={"name": body["name"]})
+
+    def promotion_body(self, col: str) -> Call:
+        return Call(json={"environment": "dev", "endpoint_name": unique("mx-promoted-")})
+
     def same_allowlist(self, col: str) -> Call:
         """The list as it is: the matrix must not change what other tests rely on."""
         entries = self._ok(self.admin.get(V1 + "/admin/webhook-allowlist")).json()["entries"]
@@ -378,6 +432,25 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("GET", PROJECT + "/jobs/{name}/logs"): Row(READERS),
     ("POST", PROJECT + "/jobs/{name}/stop"): Row(BUILDERS, Matrix.running_job),
     ("POST", PROJECT + "/jobs/{name}/interrupt"): Row(BUILDERS, Matrix.running_job),
+    # hosting (staging and prod need the engineer role: the service checks, see its tests)
+    ("POST", PROJECT + "/hosted-models"): Row(BUILDERS, Matrix.new_hosted_model),
+    ("GET", PROJECT + "/hosted-models"): Row(READERS),
+    ("GET", PROJECT + "/hosted-models/{name}"): Row(READERS),
+    ("DELETE", PROJECT + "/hosted-models/{name}"): Row(BUILDERS, Matrix.throwaway_hosted_model),
+    ("POST", PROJECT + "/endpoint-configs"): Row(BUILDERS, Matrix.new_config),
+    ("GET", PROJECT + "/endpoint-configs"): Row(READERS),
+    ("GET", PROJECT + "/endpoint-configs/{name}"): Row(READERS),
+    ("DELETE", PROJECT + "/endpoint-configs/{name}"): Row(BUILDERS, Matrix.throwaway_config),
+    ("POST", PROJECT + "/endpoints"): Row(BUILDERS, Matrix.new_endpoint),
+    ("GET", PROJECT + "/endpoints"): Row(READERS),
+    ("GET", PROJECT + "/endpoints/{name}"): Row(READERS),
+    ("PATCH", PROJECT + "/endpoints/{name}"): Row(BUILDERS, Matrix.endpoint_patch),
+    ("DELETE", PROJECT + "/endpoints/{name}"): Row(BUILDERS, Matrix.throwaway_endpoint),
+    ("POST", PROJECT + "/models/{group}/versions/{version}/promote"): Row(
+        BUILDERS, Matrix.promotion_body
+    ),
+    ("GET", PROJECT + "/promotions"): Row(READERS),
+    ("GET", PROJECT + "/promotions/{promotion_id}"): Row(READERS),
     # events and webhooks (webhook URLs may embed tokens: managers only)
     ("GET", PROJECT + "/events"): Row(READERS),
     ("POST", PROJECT + "/webhooks"): Row(MANAGERS, Matrix.new_webhook),

@@ -205,7 +205,10 @@ def test_store_outage_gives_errors_not_hangs_and_records_nothing(tmp_path: Path)
     s3 = moto.client()
     s3.create_bucket(Bucket=BUCKET)
     limit = 16 * MIB
-    env = {**_s3_env(moto), "SHIPYARD_MAX_UPLOAD_BYTES": str(limit)}
+    # botocore's own setting: one attempt per call. Against a stopped store the default (five
+    # attempts with exponential back-off) makes each call take ~10 s; what is checked here is
+    # that the error reaches the caller and nothing is recorded, not botocore's back-off.
+    env = {**_s3_env(moto), "SHIPYARD_MAX_UPLOAD_BYTES": str(limit), "AWS_MAX_ATTEMPTS": "1"}
     server = start_server(tmp_path / "home", extra_env=env)
     try:
         tenant = make_tenant(server, roles=("scientist",))
