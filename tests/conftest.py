@@ -10,9 +10,11 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from hypothesis import settings
 from tests.support.servers import (
@@ -82,6 +84,17 @@ class Tenant:
     project: str
     keys: dict[str, str]
     users: dict[str, str]
+
+
+@contextmanager
+def role_clients(server: RunningServer, tenant: Tenant) -> Iterator[dict[str, httpx.Client]]:
+    """An HTTP client per role of the tenant (keyed by role), closed on the way out."""
+    made = {role: server.client(key) for role, key in tenant.keys.items()}
+    try:
+        yield made
+    finally:
+        for client in made.values():
+            client.close()
 
 
 def unique(prefix: str) -> str:

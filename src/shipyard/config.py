@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     # hash), or ``minimal`` for test servers that create hundreds of users. Never ``minimal``
     # in production: it makes stolen hashes cheap to crack.
     password_hash_cost: Literal["standard", "minimal"] = "standard"
+    # Whether ``shipyard up`` starts the gateway (data plane) beside the API. Off only for an
+    # API-only process (another host runs ``shipyard gateway``) or a test server that
+    # invokes no endpoint: the gateway is a second process with its own memory and start-up.
+    gateway_enabled: bool = True
     # The gateway (data plane). Each API key gets a token bucket: this many requests a second
     # on average, bursts of up to ``burst`` (rate 0: no throttling); ``gateway_key_limits``
     # overrides both per key id, e.g. ``{"SHK...": [5, 10]}``.
@@ -113,6 +117,10 @@ class Settings(BaseSettings):
     # and for a model's answer (then 424 ModelError, as SageMaker's 60 s).
     gateway_cold_start_wait_s: float = 30.0
     gateway_model_timeout_s: float = 60.0
+    # Asynchronous inference: how often each gateway looks for queued requests (it looks at
+    # once when it queued one itself) and how many it runs at a time.
+    gateway_async_poll_s: float = 0.5
+    gateway_async_max_in_flight: int = Field(default=16, ge=1)
     # CPUs the gateway runs on: "auto" is the last one when there are two or more (local
     # replicas are placed from the first, and a proxy sharing a core with the replica it
     # waits on loses a quarter of its throughput), "all" leaves it to the OS, or a list

@@ -31,6 +31,8 @@ DOCS = [
     "docs/models.md",
     "docs/hosting.md",
 ]
+# The documents whose commands invoke endpoints: their server starts its gateway.
+INVOKING = {"docs/hosting.md"}
 DOC_URL = "http://127.0.0.1:8080"
 SKIPPED = ("make ", "source ", "export ", "shipyard up")
 # What a document assumes was done before it (it says so in its text).
@@ -76,8 +78,9 @@ def _run(command: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedPr
 
 
 @pytest.fixture
-def doc_server(tmp_path: Path) -> RunningServer:
-    server = start_server(tmp_path / "home")
+def doc_server(tmp_path: Path, request: pytest.FixtureRequest) -> RunningServer:
+    doc = request.node.callspec.params["doc"]
+    server = start_server(tmp_path / "home", gateway=doc in INVOKING)
     yield server  # type: ignore[misc]
     server.stop()
 

@@ -323,7 +323,10 @@ def hosting_server(
     env = {**FAST_HOSTING, **(extra_env or {})}
     if db_backend == "sqlite":
         server = start_server(
-            home, db_url=f"sqlite:///{home.parent / (home.name + '.db')}", extra_env=env
+            home,
+            db_url=f"sqlite:///{home.parent / (home.name + '.db')}",
+            extra_env=env,
+            gateway=True,
         )
         try:
             yield server
@@ -331,7 +334,7 @@ def hosting_server(
             server.stop()
         return
     with fresh_postgres_database() as url:
-        server = start_server(home, db_url=url, extra_env=env)
+        server = start_server(home, db_url=url, extra_env=env, gateway=True)
         try:
             yield server
         finally:

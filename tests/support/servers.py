@@ -112,7 +112,10 @@ def start_server(
     extra_env: dict[str, str] | None = None,
     port: int | None = None,
     timeout: float = 40,
+    gateway: bool = False,
 ) -> RunningServer:
+    """``shipyard up`` in a child process; with the gateway only when the test invokes
+    endpoints (each gateway is another ~90 MB process to start and stop)."""
     port = port or free_port()
     # A 1 s principal cache keeps the caching in play while tests that change the database
     # behind the server's back wait only briefly for the change to show.
@@ -131,6 +134,7 @@ def start_server(
         "SHIPYARD_WEBHOOK_BACKOFF_S": "0.2",
         "SHIPYARD_WEBHOOK_BACKOFF_MAX_S": "2",
         "SHIPYARD_WEBHOOK_TIMEOUT_S": "2",
+        "SHIPYARD_GATEWAY_ENABLED": "true" if gateway else "false",
         **(extra_env or {}),
     }
     if db_url:

@@ -16,6 +16,7 @@ from shipyard.api.middleware import RequestContextMiddleware
 from shipyard.bootstrap import Platform
 from shipyard.events import router as events_router
 from shipyard.hosting import router as hosting_router
+from shipyard.hosting.transform import router as transform_router
 from shipyard.jobs import router as jobs_router
 from shipyard.kit.gcpause import freeze_startup_heap
 from shipyard.lineage import router as lineage_router
@@ -42,6 +43,7 @@ ROUTERS = (
     registry_router.dashboard_router,
     lineage_router.router,
     hosting_router.router,
+    transform_router.router,
 )
 log = logging.getLogger("shipyard")
 

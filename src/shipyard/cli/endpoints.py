@@ -332,22 +332,92 @@ def invoke(
     ] = None,
     content_type: Annotated[str, typer.Option(help="The body's type")] = "application/json",
     variant: Annotated[str | None, typer.Option(help="Target this variant")] = None,
+    queue: Annotated[
+        bool, typer.Option("--async", help="Queue it (InvokeEndpointAsync); print where")
+    ] = False,
+    input_location: Annotated[
+        str | None, typer.Option(help="--async: an artifact of the project as the input")
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="--async: wait for the answer and print it")
+    ] = False,
 ) -> None:
     """Invoke an endpoint through the gateway and print its answer.
 
     Example: shipyard endpoints invoke churn-dev --data '{"features": [25, 2, 0.0]}'
     """
-    if (data is None) == (file is None):
-        raise typer.BadParameter("give --data or --file")
-    body = data.encode() if data is not None else file.read_bytes()  # type: ignore[union-attr]
+    if queue:
+        _invoke_async(
+            name,
+            _body(data, file, required=input_location is None),
+            content_type,
+            input_location,
+            wait,
+        )
+        return
+    body = _body(data, file, required=True)
     with session() as client:
         answer = client.predictor(name).predict(
             body, content_type=content_type, target_variant=variant
         )
+    _print_answer(answer)
+
+
+def _body(data: str | None, file: Path | None, *, required: bool) -> bytes | None:
+    if data is not None and file is not None:
+        raise typer.BadParameter("give --data or --file, not both")
+    if data is None and file is None:
+        if required:
+            raise typer.BadParameter("give --data or --file")
+        return None
+    return data.encode() if data is not None else file.read_bytes()  # type: ignore[union-attr]
+
+
+def _invoke_async(
+    name: str, body: bytes | None, content_type: str, input_location: str | None, wait: bool
+) -> None:
+    with session() as client:
+        queued = client.predictor(name).predict_async(
+            body, input_location=input_location, content_type=content_type
+        )
+        if wait:
+            _print_answer(queued.result())
+            return
+    print_json(
+        {
+            "inference_id": queued.inference_id,
+            "output_location": queued.output_location,
+            "failure_location": queued.failure_location,
+        }
+    )
+
+
+def _print_answer(answer: object) -> None:
     if isinstance(answer, bytes):
         sys.stdout.buffer.write(answer)
         return
     print_json(answer)
+
+
+@endpoints.command("async-invocations")
+def async_invocations(
+    name: NameArg,
+    project: ProjectOption,
+    status: Annotated[
+        str | None, typer.Option(help="Only Queued, Running, Completed or Failed")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The endpoint's queued and finished asynchronous requests, newest first.
+
+    Example: shipyard endpoints async-invocations churn-dev -p ml/churn
+    """
+    with session() as client:
+        rows = client.hosting(project).async_invocations(name, status=status)
+    if as_json:
+        print_json(rows)
+        return
+    _table(("inference_id", "status", "variant", "attempts", "output_path", "error"), rows)
 
 
 def promote(

@@ -27,6 +27,7 @@ from shipyard.cli import (
     lineage,
     models,
     tracking,
+    transform,
     up,
 )
 from shipyard.sdk import APIError, ConfigurationError, ShipyardError, TransportError
@@ -70,6 +71,7 @@ for group in (
     jobs,
     models,
     endpoints,
+    transform,
     lineage,
     events,
     audit,

@@ -44,19 +44,24 @@ def up(
         overrides["gateway_port"] = gateway_port
     settings = Settings(**overrides)  # type: ignore[arg-type]
     platform, created = prepare(settings)
-    gateway = GatewaySupervisor(settings)  # after prepare: the DB is migrated, the key made
-    gateway.start()
+    gateway = GatewaySupervisor(settings) if settings.gateway_enabled else None
+    if gateway is not None:
+        gateway.start()  # after prepare: the DB is migrated, the key made
     try:
         _banner(settings, created is not None)
         serve(platform)
     finally:
-        gateway.stop()
+        if gateway is not None:
+            gateway.stop()
 
 
 def _banner(settings: Settings, first_start: bool) -> None:
     url, creds = settings.api_url, settings.credentials_path
     console.print(f"[bold green]Shipyard[/] is up at [bold]{url}[/]  (API docs: {url}/api/v1/docs)")
-    console.print(f"Gateway (SageMaker Runtime compatible): [bold]{settings.gateway_url}[/]")
+    if settings.gateway_enabled:
+        console.print(f"Gateway (SageMaker Runtime compatible): [bold]{settings.gateway_url}[/]")
+    else:
+        console.print("Gateway: off (SHIPYARD_GATEWAY_ENABLED=false); run `shipyard gateway`")
     state = "created now" if first_start else "from the first start"
     console.print(f"Admin credentials ({state}): [bold]{creds}[/]")
     console.print(f"Log in with: shipyard login --url {url} --username admin")

@@ -353,7 +353,7 @@ class EndpointDriver:
         try:
             model = self._model(row, variant.model)
             model_dir = self._model_dir(row, model)
-            cpus = self.ctx.catalog.get(variant.instance_type).cpus
+            instance_type = self.ctx.catalog.get(variant.instance_type)
         except Fatal as exc:
             self.fatal[key] = str(exc)
             log.warning("endpoint %s: %s: %s", row.name, variant.name, exc)
@@ -373,10 +373,15 @@ class EndpointDriver:
             model_version=model_label(model),
             predict=model.predict,
             work_dir=self.settings.endpoints_dir / row.id / replica_id,
-            cpus=cpus,
+            cpus=instance_type.cpus,
+            memory_mib=instance_type.memory_mib,
             environment=dict(model.environment or {}),
         )
-        placed = self.ctx.backend.start(launch)
+        try:
+            placed = self.ctx.backend.start(launch)
+        except (ReplicaExited, OSError) as exc:
+            self._start_failed(key, f"could not start a replica: {exc}")
+            return
         with self.ctx.db.transaction() as s:
             repo.add_replica(
                 s,

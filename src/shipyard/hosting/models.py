@@ -138,3 +138,42 @@ class Promotion(IdMixin, TimestampMixin, Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     requested_by: Mapped[str] = mapped_column(String(64), default="")
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class AsyncInvocation(IdMixin, TimestampMixin, Base):
+    """One queued request of ``POST /endpoints/{name}/async-invocations`` (InvokeEndpointAsync).
+
+    The row is written before the gateway answers 202, so an accepted request survives any
+    crash; a gateway claims it with a lease (a dead gateway's claims lapse and are taken
+    again), writes the answer to ``output_path`` or the error to ``failure_path``, and marks
+    it done in the same transaction as its completion event.
+    """
+
+    __tablename__ = "async_invocations"
+    __table_args__ = (
+        Index("ix_async_invocations_queue", "status", "lease_until"),
+        Index("ix_async_invocations_endpoint", "endpoint_id", "created_at"),
+    )
+
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    endpoint_name: Mapped[str] = mapped_column(String(63))
+    inference_id: Mapped[str] = mapped_column(String(64))
+    input_path: Mapped[str] = mapped_column(String(1024))
+    input_version: Mapped[int] = mapped_column(Integer)
+    content_type: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    accept: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    custom_attributes: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    output_path: Mapped[str] = mapped_column(String(1024))
+    failure_path: Mapped[str] = mapped_column(String(1024))
+    status: Mapped[str] = mapped_column(String(16), default="Queued")  # Running, Completed, Failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(Text, default="")
+    variant: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    not_before: Mapped[datetime | None] = mapped_column(nullable=True)  # retry backoff
+    expires_at: Mapped[datetime] = mapped_column()
+    timeout_s: Mapped[int] = mapped_column(Integer, default=900)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    created_by: Mapped[str] = mapped_column(String(64), default="")

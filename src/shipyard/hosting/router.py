@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi.responses import StreamingResponse
 
 from shipyard.api.deps import PlatformDep, ProjectAccess, project_access
 from shipyard.hosting import schemas
-from shipyard.hosting.models import EndpointConfig, HostedModel, Promotion
+from shipyard.hosting.models import AsyncInvocation, EndpointConfig, HostedModel, Promotion
 from shipyard.hosting.service import config_spec, model_label
 from shipyard.security.permissions import Permission
+from shipyard.storage.models import ArtifactVersion
+from shipyard.storage.router import download_response
 
 router = APIRouter(prefix="/api/v1/projects/{team}/{project}", tags=["hosting"])
 Readable = Annotated[ProjectAccess, Depends(project_access(Permission.ENDPOINT_READ))]
@@ -225,6 +229,74 @@ def delete_endpoint(
         view = platform.hosting.view(s, row)
     platform.hosting.wake()
     return view
+
+
+# --- asynchronous inference (requests are queued through the gateway) -----------------------
+
+# Whoever may invoke an endpoint may follow what became of its requests (an invoker key
+# included, which cannot read the project's artifacts otherwise).
+Invoker = Annotated[ProjectAccess, Depends(project_access(Permission.ENDPOINT_INVOKE))]
+InferenceId = Annotated[str, Path(max_length=64, description="the request's InferenceId")]
+
+
+def _async(row: AsyncInvocation) -> schemas.AsyncInvocationOut:
+    return schemas.AsyncInvocationOut(
+        inference_id=row.inference_id,
+        endpoint=row.endpoint_name,
+        status=schemas.AsyncInvocationStatus(row.status),
+        variant=row.variant,
+        input_path=row.input_path,
+        input_version=row.input_version,
+        output_path=row.output_path,
+        failure_path=row.failure_path,
+        error=row.error,
+        attempts=row.attempts,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        finished_at=row.finished_at,
+    )
+
+
+@router.get("/endpoints/{name}/async-invocations")
+def list_async_invocations(
+    name: Name,
+    access: Invoker,
+    platform: PlatformDep,
+    status: schemas.AsyncInvocationStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[schemas.AsyncInvocationOut]:
+    """The endpoint's queued and finished asynchronous requests, newest first."""
+    with platform.db.read() as s:
+        rows = platform.hosting.async_invocations(
+            s, access.project.id, name, status.value if status else None, limit
+        )
+        return [_async(row) for row in rows]
+
+
+@router.get("/endpoints/{name}/async-invocations/{inference_id}")
+def get_async_invocation(
+    name: Name, inference_id: InferenceId, access: Invoker, platform: PlatformDep
+) -> schemas.AsyncInvocationOut:
+    """One asynchronous request: Queued, Running, Completed or Failed (with the error)."""
+    with platform.db.read() as s:
+        return _async(platform.hosting.async_invocation(s, access.project.id, name, inference_id))
+
+
+@router.get(
+    "/endpoints/{name}/async-invocations/{inference_id}/result",
+    response_class=StreamingResponse,
+)
+async def get_async_result(
+    name: Name, inference_id: InferenceId, access: Invoker, platform: PlatformDep
+) -> StreamingResponse:
+    """The model's answer (Completed) or the error document (Failed); 409 before that."""
+
+    def find() -> ArtifactVersion:
+        with platform.db.read() as s:
+            return platform.hosting.async_result(s, access.project.id, name, inference_id)
+
+    return await download_response(platform, await anyio.to_thread.run_sync(find))
 
 
 # --- promotions ------------------------------------------------------------------------------

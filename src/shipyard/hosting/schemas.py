@@ -337,6 +337,32 @@ class EndpointSummary(Schema):
     created_at: datetime
 
 
+class AsyncInvocationStatus(StrEnum):
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+
+
+class AsyncInvocationOut(Schema):
+    """A request of ``POST /endpoints/{name}/async-invocations`` and what became of it."""
+
+    inference_id: str
+    endpoint: str
+    status: AsyncInvocationStatus
+    variant: str | None
+    input_path: str
+    input_version: int
+    output_path: str
+    failure_path: str
+    error: str
+    attempts: int
+    created_by: str
+    created_at: datetime
+    expires_at: datetime
+    finished_at: datetime | None
+
+
 # --- promotion ---------------------------------------------------------------------------------
 
 

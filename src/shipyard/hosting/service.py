@@ -24,13 +24,22 @@ from shipyard.db.engine import Database
 from shipyard.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from shipyard.events.service import EventService
 from shipyard.hosting import schemas
-from shipyard.hosting.models import Endpoint, EndpointConfig, HostedModel, Promotion, Replica
+from shipyard.hosting.async_repository import async_repository
+from shipyard.hosting.models import (
+    AsyncInvocation,
+    Endpoint,
+    EndpointConfig,
+    HostedModel,
+    Promotion,
+    Replica,
+)
 from shipyard.hosting.repository import hosting_repository as repo
 from shipyard.jobs.catalog import Catalog
 from shipyard.kit.ids import new_id, utcnow
 from shipyard.registry.models import ModelVersion
 from shipyard.registry.schemas import VersionStatus
 from shipyard.registry.service import RegistryService
+from shipyard.storage.models import ArtifactVersion
 from shipyard.storage.service import ArtifactService
 
 Status = schemas.EndpointStatus
@@ -231,13 +240,7 @@ class HostingService:
     ) -> list[ModelVersion]:
         """Raise unless every model of ``config`` may serve in ``environment``; the registry
         versions whose bytes must be verified before they do."""
-        if environment.gated and not may_promote:
-            raise PermissionDenied(
-                f"deploying to {environment.value} requires the engineer role (or lead or "
-                f"admin): prod requires the engineer role (rule {RULE_ROLE})",
-                field="environment",
-                rule=RULE_ROLE,
-            )
+        _check_role(environment, may_promote, "deploying")
         to_verify: list[ModelVersion] = []
         for name in _models_of(config.spec):
             model = self.model(s, project_id, name)
@@ -251,17 +254,36 @@ class HostingService:
                     )
                 continue
             group, number = model.source["group"], int(model.source["version"])
-            version = self._servable(s, project_id, group, number)
-            if environment.gated and version.status != VersionStatus.APPROVED.value:
-                raise PermissionDenied(
-                    f"only Approved model versions may be deployed to staging or prod "
-                    f"(rule {RULE_APPROVED}): {group} v{number} is {version.status}",
-                    field="config_name",
-                    rule=RULE_APPROVED,
-                )
+            version = self._may_serve(s, project_id, environment, group, number, "config_name")
             if environment.gated:
                 to_verify.append(version)
         return to_verify
+
+    def _may_serve(
+        self, s: Session, project_id: str, env: Env, group: str, number: int, field: str
+    ) -> ModelVersion:
+        """The version, if it may serve in ``env``: never Blocked or Rejected; Approved for
+        staging and prod; and for prod, only after a Succeeded promotion to staging — the
+        same gate whether it arrives by a promotion or by creating or updating an endpoint."""
+        version = self._servable(s, project_id, group, number)
+        if env.gated and version.status != VersionStatus.APPROVED.value:
+            raise PermissionDenied(
+                f"only Approved model versions may go to {env.value} "
+                f"(rule {RULE_APPROVED}): {group} v{number} is {version.status}",
+                field=field,
+                rule=RULE_APPROVED,
+            )
+        if (
+            env == Env.PROD
+            and repo.succeeded_promotion(s, project_id, group, number, "staging") is None
+        ):
+            raise Conflict(
+                f"{group} v{number} has no Succeeded promotion to staging: prod takes only "
+                f"what passed staging (rule {RULE_STAGING_FIRST})",
+                field=field,
+                rule=RULE_STAGING_FIRST,
+            )
+        return version
 
     async def _verify(self, db: Database, versions: Sequence[ModelVersion]) -> None:
         for version in versions:
@@ -582,31 +604,8 @@ class HostingService:
         """Check what can be checked now and record the promotion as Running; the
         controller's runner does the rest (verify, deploy, test, roll back on failure)."""
         env = body.environment
-        if env.gated and not may_promote:
-            raise PermissionDenied(
-                f"promoting to {env.value} requires the engineer role (or lead or admin): "
-                f"prod requires the engineer role (rule {RULE_ROLE})",
-                field="environment",
-                rule=RULE_ROLE,
-            )
-        version = self._servable(s, project_id, group, number)
-        if env.gated and version.status != VersionStatus.APPROVED.value:
-            raise PermissionDenied(
-                f"only Approved model versions may be promoted to {env.value} "
-                f"(rule {RULE_APPROVED}): {group} v{number} is {version.status}",
-                field="version",
-                rule=RULE_APPROVED,
-            )
-        if (
-            env == Env.PROD
-            and repo.succeeded_promotion(s, project_id, group, number, "staging") is None
-        ):
-            raise Conflict(
-                f"{group} v{number} has no Succeeded promotion to staging: prod takes only "
-                f"what passed staging (rule {RULE_STAGING_FIRST})",
-                field="environment",
-                rule=RULE_STAGING_FIRST,
-            )
+        _check_role(env, may_promote, "promoting")
+        version = self._may_serve(s, project_id, env, group, number, "version")
         self.catalog.get(body.instance_type)
         name = body.endpoint_name or slug(f"{group}-{env.value}")
         existing = repo.endpoint(s, name)
@@ -649,6 +648,56 @@ class HostingService:
         self, s: Session, project_id: str, group: str | None, version: int | None, limit: int
     ) -> Sequence[Promotion]:
         return repo.promotions(s, project_id, group=group, version=version, limit=limit)
+
+    # --- asynchronous inference (queued by the gateway; see gateway/asyncinvoke.py) -------
+
+    def async_invocation(
+        self, s: Session, project_id: str, endpoint: str, inference_id: str
+    ) -> AsyncInvocation:
+        row = async_repository.find(s, self.endpoint(s, project_id, endpoint).id, inference_id)
+        if row is None:
+            raise NotFound(
+                f"no async invocation {inference_id!r} on endpoint {endpoint!r}",
+                field="inference_id",
+            )
+        return row
+
+    def async_invocations(
+        self, s: Session, project_id: str, endpoint: str, status: str | None, limit: int
+    ) -> Sequence[AsyncInvocation]:
+        row = self.endpoint(s, project_id, endpoint)
+        return async_repository.listing(s, row.id, status, limit)
+
+    def async_result(
+        self, s: Session, project_id: str, endpoint: str, inference_id: str
+    ) -> ArtifactVersion:
+        """The stored answer (or, for a failed request, the error document)."""
+        row = self.async_invocation(s, project_id, endpoint, inference_id)
+        if row.status not in (
+            schemas.AsyncInvocationStatus.COMPLETED,
+            schemas.AsyncInvocationStatus.FAILED,
+        ):
+            raise Conflict(
+                f"async invocation {inference_id!r} is {row.status}; its result is not there yet",
+                field="inference_id",
+                status=row.status,
+            )
+        path = (
+            row.output_path
+            if row.status == schemas.AsyncInvocationStatus.COMPLETED
+            else row.failure_path
+        )
+        return self.artifacts.find(s, project_id, path, None)
+
+
+def _check_role(env: Env, may_promote: bool, doing: str) -> None:
+    if env.gated and not may_promote:
+        raise PermissionDenied(
+            f"{doing} to {env.value} requires the engineer role (or lead or admin): "
+            f"prod requires the engineer role (rule {RULE_ROLE})",
+            field="environment",
+            rule=RULE_ROLE,
+        )
 
 
 def _step(name: str, status: str, detail: str) -> dict[str, Any]:

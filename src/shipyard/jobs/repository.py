@@ -34,11 +34,18 @@ class JobRepository:
         return s.scalar(query)
 
     def in_project(
-        self, s: Session, project_id: str, limit: int, status: str | None = None
+        self,
+        s: Session,
+        project_id: str,
+        limit: int,
+        status: str | None = None,
+        kind: str | None = None,
     ) -> Sequence[Job]:
         query = select(Job).where(Job.project_id == project_id)
         if status is not None:
             query = query.where(Job.status == status)
+        if kind is not None:
+            query = query.where(Job.kind == kind)
         query = query.order_by(Job.created_at.desc(), Job.name).limit(limit)
         return s.scalars(query).all()
 

@@ -40,6 +40,8 @@ def _artifact_path(value: str) -> str:
 class JobKind(StrEnum):
     TRAINING = "training"
     PROCESSING = "processing"
+    # A batch transform: a registered model over every record of a dataset (hosting/transform)
+    TRANSFORM = "transform"
 
 
 class JobStatus(StrEnum):

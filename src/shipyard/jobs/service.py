@@ -248,9 +248,15 @@ class JobService:
         return repo.by_run(s, project_id, run_id)
 
     def listing(
-        self, s: Session, project_id: str, limit: int = 100, status: str | None = None
+        self,
+        s: Session,
+        project_id: str,
+        limit: int = 100,
+        status: str | None = None,
+        kind: str | None = None,
     ) -> Sequence[Job]:
-        return repo.in_project(s, project_id, limit, status)
+        """Newest first; ``kind`` narrows to one kind (the transform API lists only its own)."""
+        return repo.in_project(s, project_id, limit, status, kind)
 
     def request(self, s: Session, project_id: str, name: str, what: str) -> Job:
         """Ask the job's controller to stop it or interrupt it (409 if it cannot be)."""

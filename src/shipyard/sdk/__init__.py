@@ -18,6 +18,7 @@ from shipyard.sdk._datasets import Datasets
 from shipyard.sdk._events import Events, verify_signature
 from shipyard.sdk._exceptions import (
     APIError,
+    AsyncInferenceFailed,
     BadRequest,
     ConfigurationError,
     Conflict,
@@ -39,7 +40,7 @@ from shipyard.sdk._exceptions import (
     Unauthenticated,
     ValidationFailed,
 )
-from shipyard.sdk._hosting import Endpoint, Hosting, Predictor
+from shipyard.sdk._hosting import AsyncPrediction, Endpoint, Hosting, Predictor
 from shipyard.sdk._jobs import Estimator, Job, Jobs, Processor
 from shipyard.sdk._models import ModelRegistry, ModelVersion
 from shipyard.sdk._tracking import (
@@ -53,12 +54,15 @@ from shipyard.sdk._tracking import (
     set_tag,
     start_run,
 )
+from shipyard.sdk._transform import Transformer, TransformJob
 
 __all__ = [
     "APIError",
     "ActiveRun",
     "ArtifactVersion",
     "Artifacts",
+    "AsyncInferenceFailed",
+    "AsyncPrediction",
     "BadRequest",
     "ConfigurationError",
     "Conflict",
@@ -92,6 +96,8 @@ __all__ = [
     "StoreUnavailable",
     "Timeout",
     "Tracking",
+    "TransformJob",
+    "Transformer",
     "TransportError",
     "Unauthenticated",
     "ValidationFailed",

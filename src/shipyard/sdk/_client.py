@@ -18,6 +18,7 @@ from shipyard.sdk._hosting import Hosting, Predictor
 from shipyard.sdk._jobs import Jobs
 from shipyard.sdk._models import ModelRegistry, lineage
 from shipyard.sdk._tracking import Tracking
+from shipyard.sdk._transform import Transformer
 from shipyard.sdk._transport import check, mapped_transport_errors
 
 USER_AGENT = "shipyard-sdk"
@@ -375,6 +376,10 @@ class Session:
             print(hosting.predictor("churn-staging").predict({"features": [25, 2, 0.0]}))
         """
         return Hosting(self, project)
+
+    def transformer(self, project: str) -> Transformer:
+        """Batch transforms of ``"team/project"``: a registry version over a whole dataset."""
+        return Transformer(self, project)
 
     def predictor(self, endpoint_name: str) -> Predictor:
         """Invoke an endpoint by name (names are unique on the platform), through the

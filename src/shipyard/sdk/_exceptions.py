@@ -68,6 +68,16 @@ class JobFailed(ShipyardError):
         super().__init__(f"job {job.name!r} ended {job.status}: {job.reason or 'no reason given'}")
 
 
+class AsyncInferenceFailed(ShipyardError):
+    """An asynchronous request ended Failed; ``inference_id`` and ``error`` say which, why."""
+
+    def __init__(self, endpoint: str, inference_id: str, error: str) -> None:
+        self.endpoint = endpoint
+        self.inference_id = inference_id
+        self.error = error
+        super().__init__(f"async invocation {inference_id} on {endpoint} failed: {error}")
+
+
 class DeploymentFailed(ShipyardError):
     """An endpoint that was waited on ended Failed, or its update rolled back, or a
     promotion Failed. ``endpoint``, ``status`` and ``reason`` say which and why;

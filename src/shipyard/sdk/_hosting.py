@@ -21,7 +21,12 @@ from urllib.parse import quote
 import httpx
 
 from shipyard.sdk._artifacts import split_project
-from shipyard.sdk._exceptions import DeploymentFailed, ShipyardError, error_class
+from shipyard.sdk._exceptions import (
+    AsyncInferenceFailed,
+    DeploymentFailed,
+    ShipyardError,
+    error_class,
+)
 from shipyard.sdk._transport import check, mapped_transport_errors
 
 if TYPE_CHECKING:
@@ -152,20 +157,124 @@ class Predictor:
             headers["X-Amzn-SageMaker-Target-Variant"] = target_variant
         if custom_attributes:
             headers["X-Amzn-SageMaker-Custom-Attributes"] = custom_attributes
-        if isinstance(payload, bytes | str):
-            body = payload.encode() if isinstance(payload, str) else payload
-            kwargs: dict[str, Any] = {"content": body}
-        else:
-            kwargs = {"json": payload}
-        url = f"{self.gateway_url}/endpoints/{quote(self.endpoint_name, safe='')}/invocations"
-        http = self._session.http
+        response = self._post("invocations", headers, _body(payload))
+        return _decoded(response)
+
+    def predict_async(
+        self,
+        payload: Any = None,
+        *,
+        input_location: str | None = None,
+        content_type: str = "application/json",
+        accept: str | None = None,
+        custom_attributes: str | None = None,
+        inference_id: str | None = None,
+        ttl_s: int | None = None,
+    ) -> AsyncPrediction:
+        """Queue a request (InvokeEndpointAsync) and return at once (202); the answer is
+        written to ``output_location``, and ``.result()`` waits for it. Give the input as
+        ``payload``, or as ``input_location`` (an artifact of the endpoint's project)."""
+        headers = {"X-Amzn-SageMaker-Content-Type": content_type, "Content-Type": content_type}
+        optional = {
+            "X-Amzn-SageMaker-Accept": accept,
+            "X-Amzn-SageMaker-Custom-Attributes": custom_attributes,
+            "X-Amzn-SageMaker-Inference-Id": inference_id,
+            "X-Amzn-SageMaker-InputLocation": input_location,
+            "X-Amzn-SageMaker-RequestTTLSeconds": str(ttl_s) if ttl_s else None,
+        }
+        headers.update({name: value for name, value in optional.items() if value})
+        body = {"content": b""} if payload is None else _body(payload)
+        queued = self._post("async-invocations", headers, body).json()
+        return AsyncPrediction(
+            self._session,
+            self.endpoint_name,
+            str(queued["InferenceId"]),
+            str(queued["OutputLocation"]),
+            str(queued["FailureLocation"]),
+        )
+
+    def _post(
+        self, operation: str, headers: dict[str, str], body: dict[str, Any]
+    ) -> httpx.Response:
+        name = quote(self.endpoint_name, safe="")
+        url = f"{self.gateway_url}/endpoints/{name}/{operation}"
         with mapped_transport_errors(self.gateway_url):
-            response = http.post(url, headers=headers, **kwargs)
+            response = self._session.http.post(url, headers=headers, **body)
         if response.status_code >= 400:
             _raise_gateway_error(response)
-        if response.headers.get("content-type", "").startswith("application/json"):
-            return response.json()
-        return response.content
+        return response
+
+
+class AsyncPrediction:
+    """A queued request: where its answer will be, and ``result()`` to wait for it.
+
+    Example::
+
+        queued = predictor.predict_async({"features": [25, 2]})
+        print(queued.inference_id, queued.output_location)
+        queued.result(timeout=60)  # {'prediction': 0.87, 'model_version': 'v23'}
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        endpoint_name: str,
+        inference_id: str,
+        output_location: str,
+        failure_location: str,
+    ) -> None:
+        self._session = session
+        self.endpoint_name = endpoint_name
+        self.inference_id = inference_id
+        self.output_location = output_location
+        self.failure_location = failure_location
+        # shipyard://team/project/path: the project whose API follows the request
+        team, project = output_location.removeprefix("shipyard://").split("/")[:2]
+        self._base = (
+            f"/api/v1/projects/{quote(team)}/{quote(project)}/endpoints/"
+            f"{quote(endpoint_name, safe='')}/async-invocations/{quote(inference_id, safe='')}"
+        )
+
+    def __repr__(self) -> str:
+        return f"<AsyncPrediction {self.endpoint_name} {self.inference_id}>"
+
+    def status(self) -> dict[str, Any]:
+        """The request as the API describes it (``status``: Queued, Running, Completed,
+        Failed; ``error``; ``attempts``)."""
+        data: dict[str, Any] = self._session.request("GET", self._base)
+        return data
+
+    def result(self, *, timeout: float = 300.0) -> Any:
+        """Wait until the request is done; its answer (parsed JSON for a JSON answer, else
+        bytes). Raises ``AsyncInferenceFailed`` if it failed, ``TimeoutError`` after
+        ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while (state := self.status())["status"] not in ("Completed", "Failed"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"async invocation {self.inference_id} is still {state['status']} "
+                    f"after {timeout}s"
+                )
+            time.sleep(POLL_S / 2)
+        if state["status"] == "Failed":
+            raise AsyncInferenceFailed(self.endpoint_name, self.inference_id, state["error"])
+        with mapped_transport_errors(self._session.url):
+            response = self._session.http.get(f"{self._base}/result")
+        check(response)
+        return _decoded(response)
+
+
+def _body(payload: Any) -> dict[str, Any]:
+    """httpx's keyword for the payload: bytes and text as they are, anything else as JSON."""
+    if isinstance(payload, bytes | str):
+        return {"content": payload.encode() if isinstance(payload, str) else payload}
+    return {"json": payload}
+
+
+def _decoded(response: httpx.Response) -> Any:
+    if response.headers.get("content-type", "").startswith("application/json"):
+        return response.json()
+    return response.content
 
 
 def _raise_gateway_error(response: httpx.Response) -> None:
@@ -322,6 +431,15 @@ class Hosting:
     def endpoints(self) -> builtins.list[dict[str, Any]]:
         """The project's endpoints (name, environment, status, configs)."""
         result: builtins.list[dict[str, Any]] = self._request("GET", "/endpoints")
+        return result
+
+    def async_invocations(
+        self, endpoint_name: str, *, status: str | None = None, limit: int = 100
+    ) -> builtins.list[dict[str, Any]]:
+        """The endpoint's asynchronous requests, newest first (optionally of one status)."""
+        params: dict[str, Any] = {"limit": limit, **({"status": status} if status else {})}
+        path = f"/endpoints/{quote(endpoint_name)}/async-invocations"
+        result: builtins.list[dict[str, Any]] = self._request("GET", path, params=params)
         return result
 
     def _endpoint_data(self, name: str) -> dict[str, Any]:

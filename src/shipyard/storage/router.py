@@ -136,9 +136,14 @@ async def get_artifact(
         with platform.db.read() as s:
             return service.find(s, project_id, clean, version)
 
-    row = await anyio.to_thread.run_sync(find)
+    return await download_response(platform, await anyio.to_thread.run_sync(find))
+
+
+async def download_response(platform: Platform, row: ArtifactVersion) -> StreamingResponse:
+    """A stored version's bytes, streamed, with its size, version and digest as headers
+    (also how other domains hand out artifacts they point at)."""
     with platform.db.read() as s:
-        download = await service.open_download(s, row)
+        download = await _service(platform).open_download(s, row)
     headers = _headers(row)
     media_type = headers.pop("Content-Type")
     return StreamingResponse(download, headers=headers, media_type=media_type)

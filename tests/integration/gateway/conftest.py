@@ -305,7 +305,7 @@ def _keys(server: RunningServer, team: str, project: str, other: str) -> dict[st
 @pytest.fixture(scope="session")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     home = tmp_path_factory.mktemp("gateway-home")
-    server = start_server(home, extra_env=GATEWAY_ENV)
+    server = start_server(home, extra_env=GATEWAY_ENV, gateway=True)
     try:
         gateway_url = f"http://127.0.0.1:{server.port + 1}"
         wait_for_gateway(gateway_url)

@@ -43,7 +43,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_up_supervises_its_gateway(tmp_path: Path) -> None:
-    server = start_server(tmp_path / "home")
+    server = start_server(tmp_path / "home", gateway=True)
     try:
         gateway_url = f"http://127.0.0.1:{server.port + 1}"
         wait_for_gateway(gateway_url)

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import Tenant, make_tenant, unique
+from tests.conftest import Tenant, make_tenant, role_clients, unique
 from tests.support.endpoints import (
     FAILS_TO_LOAD,
     PREDICT_RAISES,
@@ -53,10 +53,8 @@ def tenant(server: RunningServer) -> Tenant:
 
 @pytest.fixture(scope="module")
 def c(server: RunningServer, tenant: Tenant) -> Iterator[dict[str, httpx.Client]]:
-    made = {role: server.client(key) for role, key in tenant.keys.items()}
-    yield made
-    for client in made.values():
-        client.close()
+    with role_clients(server, tenant) as made:
+        yield made
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ def test_a_restarted_server_adopts_the_fleet_or_starts_it_again(
     env = dict(FAST_HOSTING)
     if how == "sigterm-keep":
         env["SHIPYARD_HOSTING_KEEP_REPLICAS_ON_STOP"] = "true"
-    first: RunningServer = start_server(home, db_url=fresh_db_url, extra_env=env)
+    first: RunningServer = start_server(home, db_url=fresh_db_url, extra_env=env, gateway=True)
     second: RunningServer | None = None
     try:
         tenant = make_tenant(first, ("lead", "scientist"))
@@ -59,7 +59,7 @@ def test_a_restarted_server_adopts_the_fleet_or_starts_it_again(
             for replica in before:  # and go on answering meanwhile
                 assert invoke_replica(replica).status_code == 200
 
-        second = start_server(home, db_url=fresh_db_url, extra_env=env)
+        second = start_server(home, db_url=fresh_db_url, extra_env=env, gateway=True)
         with second.client(tenant.keys["scientist"]) as scientist:
             after = replicas(in_service(scientist, tenant, name, timeout=60))
         assert len(after) == 2

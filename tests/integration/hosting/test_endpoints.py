@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import Tenant, make_tenant, unique
+from tests.conftest import Tenant, make_tenant, role_clients, unique
 from tests.support.endpoints import (
     FAILS_TO_LOAD,
     approve,
@@ -46,11 +46,8 @@ def tenant(server: RunningServer) -> Tenant:
 
 @pytest.fixture(scope="module")
 def clients(server: RunningServer, tenant: Tenant) -> Iterator[dict[str, httpx.Client]]:
-    made = {role: server.client(key) for role, key in tenant.keys.items()}
-    made["platform"] = server.admin()
-    yield made
-    for client in made.values():
-        client.close()
+    with role_clients(server, tenant) as made, server.admin() as platform:
+        yield {**made, "platform": platform}
 
 
 @pytest.fixture(scope="module")
@@ -265,6 +262,38 @@ def test_an_endpoint_whose_model_cannot_load_fails_saying_why(
     assert "cannot be loaded" in failed["reason"] and "2 failed starts" in failed["reason"]
     assert replicas(failed) == []
     assert _events(scientist, tenant, f"endpoint:{name}")[-1] == "endpoint.failed"
+
+
+GREEDY = """
+    import joblib, os
+    import numpy as np
+
+    def model_fn(model_dir):
+        return joblib.load(os.path.join(model_dir, "model.joblib"))
+
+    def predict_fn(data, model):
+        if data[0][0] > 100:  # 3 GiB of address space: more than a cpu.small may have
+            np.empty(3 * 1024**3, dtype=np.uint8)
+        return model.predict(data)
+"""
+
+
+def test_a_replica_gets_no_more_memory_than_its_instance_type(
+    clients: dict[str, httpx.Client], tenant: Tenant
+) -> None:
+    """cpu.small grants 2 GiB: a request that asks for 3 GiB fails in the replica (the model's
+    MemoryError, as a 500), the replica goes on serving, and nothing else on the machine is
+    touched (without the cap, the untouched 3 GiB would be granted at once)."""
+    scientist = clients["scientist"]
+    version = register(scientist, tenant, "greedy", scripted_model(GREEDY), flavor="custom")
+    name = unique("greedy-")
+    source = {"group": "greedy", "version": version}
+    assert deploy(scientist, tenant, name, unique("greedy-m-"), source=source).is_success
+    [replica] = replicas(in_service(scientist, tenant, name, timeout=60))
+    refused = invoke_replica(replica, {"features": [500.0, 0.0, 0.0]})
+    assert refused.status_code == 500, refused.text
+    assert "MemoryError" in refused.text or "allocate" in refused.text
+    assert invoke_replica(replica).status_code == 200
 
 
 def test_the_controller_verifies_the_bytes_before_it_serves_them(

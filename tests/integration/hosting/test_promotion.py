@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import Tenant, make_tenant, unique
+from tests.conftest import Tenant, make_tenant, role_clients, unique
 from tests.support.cli import cli_env, ok_json, run_cli
 from tests.support.endpoints import (
     EXAMPLE,
@@ -48,10 +48,8 @@ def tenant(server: RunningServer) -> Tenant:
 
 @pytest.fixture(scope="module")
 def c(server: RunningServer, tenant: Tenant) -> Iterator[dict[str, httpx.Client]]:
-    made = {role: server.client(key) for role, key in tenant.keys.items()}
-    yield made
-    for client in made.values():
-        client.close()
+    with role_clients(server, tenant) as made:
+        yield made
 
 
 def _promote(
@@ -95,6 +93,16 @@ def test_a_version_goes_dev_staging_prod(
     # prod: only after staging
     r = _promote(c["engineer"], tenant, group, version, "prod")
     assert r.status_code == 409 and "prod-after-staging" in r.json()["error"]["message"]
+    # ... and not around the pipeline either: a prod endpoint made by hand is held to it
+    hosted = {"name": f"{group}-hm", "group": group, "version": version}
+    assert c["engineer"].post(f"{base(tenant)}/hosted-models", json=hosted).status_code == 201
+    config = {"name": f"{group}-cfg", "variants": [{"model": f"{group}-hm"}]}
+    assert c["engineer"].post(f"{base(tenant)}/endpoint-configs", json=config).status_code == 201
+    by_hand = {"name": f"{group}-byhand", "config_name": f"{group}-cfg", "environment": "prod"}
+    r = c["engineer"].post(f"{base(tenant)}/endpoints", json=by_hand)
+    assert r.status_code == 409, r.text
+    assert r.json()["error"]["field"] == "config_name"
+    assert "prod-after-staging" in r.json()["error"]["message"]
 
     staging = _run(c["engineer"], tenant, group, version, "staging")
     assert staging["status"] == "Succeeded", staging

@@ -18,11 +18,14 @@ import pickle
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
 from tests.conftest import Tenant, unique
 from tests.support.jobs import pack
 from tests.support.servers import RunningServer
@@ -30,6 +33,7 @@ from tests.support.servers import RunningServer
 from shipyard.api.app import create_app
 from shipyard.bootstrap import build_platform
 from shipyard.config import Settings
+from shipyard.hosting.models import AsyncInvocation, Endpoint
 
 COLUMNS = ("platform", "admin", "lead", "engineer", "scientist", "viewer", "invoker", "anonymous")
 PUBLIC = frozenset(COLUMNS)
@@ -37,6 +41,7 @@ AUTHENTICATED = PUBLIC - {"anonymous"}
 READERS = frozenset({"platform", "admin", "lead", "engineer", "scientist", "viewer"})
 BUILDERS = READERS - {"viewer"}
 MANAGERS = frozenset({"platform", "admin", "lead"})
+INVOKERS = BUILDERS | {"invoker"}  # endpoint:invoke
 PLATFORM = frozenset({"platform"})
 
 V1 = "/api/v1"
@@ -80,6 +85,7 @@ class Matrix:
         self._ok(self.admin.post(self._project("/experiments"), json={"name": "mx-exp"}))
         self.run_id = self._new_run()
         self.long_jobs: list[str] = []
+        self.transform_name = ""
         self._ok(self.admin.put(self._project("/datasets/mx-data/versions"), content=CSV))
         self._ok(self.admin.post(self._project("/jobs"), json=QUICK_JOB | {"name": "mx-data"}))
         self._ok(self.admin.put(self._artifact("m/model.tar.gz"), content=MODEL_TAR))
@@ -87,6 +93,7 @@ class Matrix:
         self._ok(self.admin.post(self._project("/models/mx-model/versions"), json=MODEL_SOURCE))
         self.webhook_id = self._new_webhook()
         self.promotion_id = self._hosting_setup()
+        self.inference_id = self._async_setup()
 
     def close(self) -> None:
         self.stop_long_jobs()
@@ -108,6 +115,7 @@ class Matrix:
             "group": "mx-model",
             "webhook_id": self.webhook_id,
             "promotion_id": self.promotion_id,
+            "inference_id": self.inference_id,
         }
 
     def _user(self, prefix: str) -> str:
@@ -254,6 +262,19 @@ class Matrix:
         self.long_jobs.append(name)
         return Call(params={"name": name})
 
+    def new_transform(self, col: str) -> Call:
+        """A transform of the registered ``mx-model`` (its job fails: the pickle is no model)."""
+        model = {"group": "mx-model", "version": 1}
+        return Call(json={"name": unique("mx-tr-"), "model": model, "input": "m/data.csv"})
+
+    def transform_job(self, col: str) -> Call:
+        """A transform job (``mx-data`` is a training job, unknown to the transform routes)."""
+        if not self.transform_name:
+            body = self.new_transform(col).json
+            self._ok(self.admin.post(self._project("/transform-jobs"), json=body))
+            self.transform_name = body["name"]
+        return Call(params={"name": self.transform_name})
+
     def stop_long_jobs(self) -> None:
         for name in self.long_jobs:
             self.admin.post(self._project(f"/jobs/{name}/stop"))
@@ -282,6 +303,33 @@ class Matrix:
         promote = self._project("/models/mx-model/versions/1/promote")
         body = {"environment": "dev", "endpoint_name": unique("mx-promoted-")}
         return str(self._ok(self.admin.post(promote, json=body)).json()["id"])
+
+    def _async_setup(self) -> str:
+        """A finished async request of ``mx-data`` and its answer, written as a gateway
+        writes them (the gateway itself is off on this server)."""
+        output = "async-inference/mx-data/output/mx.out"
+        self._ok(self.admin.put(self._artifact(output), content=b"{}"))
+        engine = create_engine(self.server.db_url)
+        try:
+            with Session(engine) as s, s.begin():
+                endpoint = s.scalars(select(Endpoint).where(Endpoint.name == "mx-data")).one()
+                s.add(
+                    AsyncInvocation(
+                        endpoint_id=endpoint.id,
+                        project_id=endpoint.project_id,
+                        endpoint_name="mx-data",
+                        inference_id="mx-inference",
+                        input_path="m/x.bin",
+                        input_version=1,
+                        output_path=output,
+                        failure_path="async-inference/mx-data/failures/mx.error",
+                        status="Completed",
+                        expires_at=datetime.now(UTC) + timedelta(hours=1),
+                    )
+                )
+        finally:
+            engine.dispose()
+        return "mx-inference"
 
     @staticmethod
     def _config(name: str) -> dict[str, Any]:
@@ -432,6 +480,9 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("GET", PROJECT + "/jobs/{name}/logs"): Row(READERS),
     ("POST", PROJECT + "/jobs/{name}/stop"): Row(BUILDERS, Matrix.running_job),
     ("POST", PROJECT + "/jobs/{name}/interrupt"): Row(BUILDERS, Matrix.running_job),
+    ("POST", PROJECT + "/transform-jobs"): Row(BUILDERS, Matrix.new_transform),
+    ("GET", PROJECT + "/transform-jobs"): Row(READERS),
+    ("GET", PROJECT + "/transform-jobs/{name}"): Row(READERS, Matrix.transform_job),
     # hosting (staging and prod need the engineer role: the service checks, see its tests)
     ("POST", PROJECT + "/hosted-models"): Row(BUILDERS, Matrix.new_hosted_model),
     ("GET", PROJECT + "/hosted-models"): Row(READERS),
@@ -449,6 +500,9 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("POST", PROJECT + "/models/{group}/versions/{version}/promote"): Row(
         BUILDERS, Matrix.promotion_body
     ),
+    ("GET", PROJECT + "/endpoints/{name}/async-invocations"): Row(INVOKERS),
+    ("GET", PROJECT + "/endpoints/{name}/async-invocations/{inference_id}"): Row(INVOKERS),
+    ("GET", PROJECT + "/endpoints/{name}/async-invocations/{inference_id}/result"): Row(INVOKERS),
     ("GET", PROJECT + "/promotions"): Row(READERS),
     ("GET", PROJECT + "/promotions/{promotion_id}"): Row(READERS),
     # events and webhooks (webhook URLs may embed tokens: managers only)

@@ -20,6 +20,7 @@ class ReplicaLaunch:
     predict: str
     work_dir: Path  # private; the replica's cwd and log
     cpus: int = 1
+    memory_mib: int | None = None  # the instance type's memory: the process's cap
     environment: dict[str, str] = field(default_factory=dict)
 
 

@@ -23,10 +23,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from shipyard.hosting.gateway import errors
+from shipyard.hosting.gateway.asyncinvoke import AsyncHeaders, AsyncInference
 from shipyard.hosting.gateway.auth import Authenticator, Caller, missing_token
 from shipyard.hosting.gateway.capture import CaptureRecord, CaptureWriter, EventIds
 from shipyard.hosting.gateway.errors import GatewayError, Reply
@@ -45,7 +45,11 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-_PREFIX, _SUFFIX = "/endpoints/", "/invocations"
+# (scope, receive, start time) -> the reply, and what to mirror to the shadow variant after it
+Handle = Callable[
+    [Scope, Receive, float], Awaitable[tuple[Reply, "tuple[LiveEndpoint, bytes] | None"]]
+]
+_PREFIX, _SUFFIX, _ASYNC_SUFFIX = "/endpoints/", "/invocations", "/async-invocations"
 _HEAD = b"POST /invocations HTTP/1.1\r\nhost: replica\r\n"
 _MAX_SHADOWS_IN_FLIGHT = 256
 _JSON = b"application/json"
@@ -112,6 +116,7 @@ class GatewayApp:
         mark_wanted: Callable[[LiveEndpoint, LiveVariant], None],
         startup: Callable[[], Awaitable[None]],
         shutdown: Callable[[], Awaitable[None]],
+        async_inference: AsyncInference | None = None,
     ) -> None:
         self.table = table
         self._auth = auth
@@ -124,6 +129,7 @@ class GatewayApp:
         self._mark_wanted = mark_wanted
         self._startup = startup
         self._shutdown = shutdown
+        self._async = async_inference
         self._event_ids = EventIds()
         self._shadows: set[asyncio.Task[None]] = set()
 
@@ -132,7 +138,9 @@ class GatewayApp:
         if kind == "http":
             path: str = scope["path"]
             if path.startswith(_PREFIX) and path.endswith(_SUFFIX):
-                await self._invoke(scope, receive, send)
+                await self._invoke(scope, receive, send, self._handle)
+            elif path.startswith(_PREFIX) and path.endswith(_ASYNC_SUFFIX):
+                await self._invoke(scope, receive, send, self._handle_async)
             else:
                 await _send(send, self._probe(path, scope["method"]))
         elif kind == "lifespan":
@@ -140,11 +148,12 @@ class GatewayApp:
 
     # --- invocations --------------------------------------------------------------------
 
-    async def _invoke(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _invoke(self, scope: Scope, receive: Receive, send: Send, handle: Handle) -> None:
+        """Run ``handle`` (real-time or queued); any failure becomes SageMaker's error."""
         started = time.perf_counter()
         mirror: tuple[LiveEndpoint, bytes] | None = None
         try:
-            reply, mirror = await self._handle(scope, receive, started)
+            reply, mirror = await handle(scope, receive, started)
         except GatewayError as exc:
             reply = exc.reply()
             self._stats.reject(_known(self.table, scope["path"]), exc.code)
@@ -158,22 +167,8 @@ class GatewayApp:
     async def _handle(
         self, scope: Scope, receive: Receive, started: float
     ) -> tuple[Reply, tuple[LiveEndpoint, bytes] | None]:
-        if scope["method"] != "POST":
-            raise _unknown_operation(scope["method"], scope["path"])
         request = Request(scope["headers"])
-        if request.length > self._max_body:
-            raise _too_large(request.length, self._max_body)
-        body = await _read_body(receive, self._max_body)
-        caller = await self._authenticate(request, scope, body)
-        name = scope["path"][len(_PREFIX) : -len(_SUFFIX)]
-        endpoint = self.table.endpoints.get(name)
-        if endpoint is None:
-            raise errors.endpoint_not_found(name)
-        if not caller.may_invoke(endpoint.id, endpoint.team_id, endpoint.project_id):
-            raise errors.access_denied(caller.principal.actor, name)
-        wait = caller.bucket.take()
-        if wait:
-            raise errors.throttled(wait)
+        body, _, endpoint = await self._admit(request, scope, receive, _SUFFIX)
         if request.content_type is not None and not _is_media_type(request.content_type):
             raise _bad_media_type(request.content_type)
         variant = _target(endpoint, request.target)
@@ -183,6 +178,27 @@ class GatewayApp:
         reply = self._reply(endpoint, variant, request, body, answer, model_s, started)
         return reply, (endpoint, data) if endpoint.shadow is not None else None
 
+    async def _admit(
+        self, request: Request, scope: Scope, receive: Receive, suffix: str
+    ) -> tuple[bytes, Caller, LiveEndpoint]:
+        """The body, the caller and the endpoint, once the caller may invoke it now."""
+        if scope["method"] != "POST":
+            raise _unknown_operation(scope["method"], scope["path"])
+        if request.length > self._max_body:
+            raise _too_large(request.length, self._max_body)
+        body = await _read_body(receive, self._max_body)
+        caller = await self._authenticate(request, scope, body)
+        name = scope["path"][len(_PREFIX) : -len(suffix)]
+        endpoint = self.table.endpoints.get(name)
+        if endpoint is None:
+            raise errors.endpoint_not_found(name)
+        if not caller.may_invoke(endpoint.id, endpoint.team_id, endpoint.project_id):
+            raise errors.access_denied(caller.principal.actor, name)
+        wait = caller.bucket.take()
+        if wait:
+            raise errors.throttled(wait)
+        return body, caller, endpoint
+
     async def _authenticate(self, request: Request, scope: Scope, body: bytes) -> Caller:
         header = request.authorization
         if header is None:
@@ -190,6 +206,33 @@ class GatewayApp:
         if header[:7].lower() == b"bearer ":
             return await self._auth.bearer(header[7:].strip())
         return await self._auth.sigv4(header, scope, body)
+
+    # --- asynchronous inference (see asyncinvoke) ----------------------------------------
+
+    async def _handle_async(
+        self, scope: Scope, receive: Receive, started: float
+    ) -> tuple[Reply, None]:
+        if self._async is None:
+            raise errors.unavailable("Asynchronous inference is off on this gateway.")
+        headers = AsyncHeaders.parse(scope["headers"])
+        request = Request(scope["headers"])
+        body, caller, endpoint = await self._admit(request, scope, receive, _ASYNC_SUFFIX)
+        return await self._async.accept(endpoint, caller, headers, body), None
+
+    async def forward_queued(
+        self,
+        endpoint: LiveEndpoint,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        timeout_s: float,
+    ) -> tuple[Answer, str]:
+        """A queued request to a replica of a weighted variant (started if serverless)."""
+        variant = _target(endpoint, None)
+        endpoint, variant = await self._ready(endpoint, variant)
+        answer, _ = await self._forward(
+            endpoint, variant, Request(headers).upstream(body), timeout_s
+        )
+        return answer, variant.name
 
     async def _ready(
         self, endpoint: LiveEndpoint, variant: LiveVariant
@@ -218,7 +261,11 @@ class GatewayApp:
         )
 
     async def _forward(
-        self, endpoint: LiveEndpoint, variant: LiveVariant, data: bytes
+        self,
+        endpoint: LiveEndpoint,
+        variant: LiveVariant,
+        data: bytes,
+        timeout_s: float | None = None,
     ) -> tuple[Answer, float]:
         """Send to a replica; on a refused or dropped connection, to another one."""
         stats = variant.stats
@@ -227,7 +274,7 @@ class GatewayApp:
         while (pool := variant.pick(tried)) is not None:
             sent = time.perf_counter()
             try:
-                answer = await pool.send(data, self._timeout)
+                answer = await pool.send(data, timeout_s or self._timeout)
             except UpstreamFailure as exc:
                 if exc.answered:
                     stats.errors_5xx += 1
@@ -408,7 +455,7 @@ def _target(endpoint: LiveEndpoint, target: bytes | None) -> LiveVariant:
 
 def _model_refusal(endpoint: LiveEndpoint, variant: LiveVariant, answer: Answer) -> GatewayError:
     status = answer.status
-    message = _error_message(answer.body)
+    message = errors.replica_message(answer.body)
     if status == 413:
         return errors.validation(message, 413)
     if status == 415:
@@ -421,18 +468,6 @@ def _model_refusal(endpoint: LiveEndpoint, variant: LiveVariant, answer: Answer)
     else:
         variant.stats.errors_4xx += 1
     return errors.model_error(variant.name, status, message, endpoint.log_stream)
-
-
-def _error_message(body: bytes) -> str:
-    """The replica's ``{"error": {"message"}}``, else its body as text (bounded)."""
-    try:
-        document = orjson.loads(body)
-        message = document["error"]["message"]
-        if isinstance(message, str):
-            return message
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        pass
-    return body[:2048].decode("utf-8", "replace")
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
@@ -488,8 +523,9 @@ def _unknown_operation(method: str, path: str) -> GatewayError:
 
 def _known(table: RouteTable, path: str) -> str:
     """The endpoint label of a refusal: its name if it is served, else "" (bounded labels)."""
-    if path.startswith(_PREFIX) and path.endswith(_SUFFIX):
-        name = path[len(_PREFIX) : -len(_SUFFIX)]
+    suffix = _ASYNC_SUFFIX if path.endswith(_ASYNC_SUFFIX) else _SUFFIX
+    if path.startswith(_PREFIX) and path.endswith(suffix):
+        name = path[len(_PREFIX) : -len(suffix)]
         if name in table.endpoints:
             return name
     return ""

@@ -123,4 +123,16 @@ def model_error(variant: str, status: int | None, message: str, log_stream: str)
     return GatewayError(424, "ModelError", text, fields=fields)
 
 
+def replica_message(body: bytes) -> str:
+    """A replica's ``{"error": {"message"}}``, else its body as text (bounded)."""
+    try:
+        document = orjson.loads(body)
+        message = document["error"]["message"]
+        if isinstance(message, str):
+            return message
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        pass
+    return body[:2048].decode("utf-8", "replace")
+
+
 INTERNAL = GatewayError(500, "InternalFailure", "An internal error occurred in the gateway.")

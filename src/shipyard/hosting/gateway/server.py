@@ -30,7 +30,9 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 
 from shipyard.config import Settings
 from shipyard.db.engine import Database
+from shipyard.events.service import EventService
 from shipyard.hosting.gateway.app import GatewayApp
+from shipyard.hosting.gateway.asyncinvoke import AsyncInference
 from shipyard.hosting.gateway.auth import Authenticator
 from shipyard.hosting.gateway.capture import CaptureWriter
 from shipyard.hosting.gateway.protocol import GatewayHttpProtocol
@@ -101,6 +103,14 @@ class Gateway:
             batch_records=settings.gateway_capture_batch_records,
             interval_s=settings.gateway_capture_interval_s,
         )
+        self.async_inference = AsyncInference(
+            db=self.db,
+            artifacts=self.artifacts,
+            events=EventService(master_key=master, identity=identity),
+            table=self.table,
+            poll_s=settings.gateway_async_poll_s,
+            max_in_flight=settings.gateway_async_max_in_flight,
+        )
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self.stats)
         ProcessCollector(registry=registry)
@@ -116,6 +126,7 @@ class Gateway:
             mark_wanted=self._mark_wanted,
             startup=self.start,
             shutdown=self.stop,
+            async_inference=self.async_inference,
         )
         self._poller: RoutePoller | None = None
         self._background = ThreadPoolExecutor(2, thread_name_prefix="gateway-bg")
@@ -141,6 +152,7 @@ class Gateway:
         poller.start()
         self._flusher.start()
         self.capture.start()
+        self.async_inference.start(self.app.forward_queued)
         freeze_startup_heap()
         log.info("gateway %s serving %d endpoints", self.gateway_id, len(self.table.endpoints))
 
@@ -148,6 +160,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         if self._poller is not None:
             await loop.run_in_executor(None, self._poller.stop)
+        await self.async_inference.stop()
         await loop.run_in_executor(None, self.capture.close)
         self._stop_flusher.set()
         await loop.run_in_executor(None, self._flusher.join, 10)

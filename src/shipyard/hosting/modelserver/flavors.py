@@ -138,7 +138,7 @@ def _guarded(predict: Predict) -> Predict:
     def guarded(data: Any) -> Any:
         try:
             return predict(data)
-        except ModelError:
+        except (ModelError, MemoryError):
             raise
         except Exception as exc:
             raise ModelError(model_message(exc)) from exc

@@ -42,6 +42,8 @@ def error_response(exc: BaseException) -> Response:
         chosen = getattr(exc, "status_code", None)
         status = chosen if isinstance(chosen, int) and 400 <= chosen <= 599 else 400
         code, message = "ModelError", flavors.model_message(exc)
+        if isinstance(exc, MemoryError):  # the replica's memory cap, not the caller's fault
+            status, message = 500, f"MemoryError: {message} (the instance type's memory)"
     if status >= 500:
         log.error("invocation failed (%s): %s", code, message, exc_info=exc)
     else:

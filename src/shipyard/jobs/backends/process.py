@@ -1,10 +1,8 @@
 """One job instance as a local process group, sized like its instance type.
 
 Each instance runs in its own session (its own process group), so a stop reaches every
-process the user's script started. CPUs are pinned with affinity and memory is capped with
-RLIMIT_AS from the parent right after the spawn (no ``preexec_fn``: the server has threads,
-and forking a threaded process may deadlock in the child); the processes the script starts
-later inherit both. stdout and stderr go to one log file per instance, which the platform
+process the user's script started. CPUs are pinned and memory is capped right after the
+spawn (``kit.confine``). stdout and stderr go to one log file per instance, which the platform
 stores and streams. Stopping is SIGTERM to the group, a grace
 period for the script to save a checkpoint, then SIGKILL.
 """
@@ -13,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import resource
 import signal
 import subprocess
 import time
@@ -21,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from shipyard.kit.confine import confine
 from shipyard.kit.files import open_private_append
 
 
@@ -36,12 +34,6 @@ def pick_cpus(count: int, available: Sequence[int] | None = None) -> tuple[int, 
     """``count`` CPU ids from those this process may use (all of them if fewer exist)."""
     pool = sorted(available if available is not None else os.sched_getaffinity(0))
     return tuple(pool[: max(1, min(count, len(pool)))])
-
-
-def _confine(pid: int, limits: Limits) -> None:
-    os.sched_setaffinity(pid, limits.cpus)
-    if limits.memory_bytes is not None:
-        resource.prlimit(pid, resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
 
 
 class InstanceProcess:
@@ -67,7 +59,7 @@ class InstanceProcess:
                 umask=0o077,  # what the job writes (model, checkpoints) is the job's alone
             )
         try:
-            _confine(self._proc.pid, limits)
+            confine(self._proc.pid, limits.cpus, limits.memory_bytes)
         except OSError:
             self.kill()
             raise
