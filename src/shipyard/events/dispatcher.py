@@ -17,10 +17,7 @@ for the connection (DNS rebinding) gets nowhere. Redirects are never followed.
 from __future__ import annotations
 
 import logging
-import os
 import random
-import secrets
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +34,8 @@ from shipyard.events.models import Event, WebhookAttempt, WebhookDelivery, Webho
 from shipyard.events.repository import event_repository as repo
 from shipyard.events.service import EventService
 from shipyard.kit.ids import new_id, utcnow
+from shipyard.kit.leases import new_owner_id
+from shipyard.kit.loops import BackgroundLoop
 from shipyard.kit.netguard import AllowList, CheckedTarget, IPAddress, UnsafeTarget, check_url
 
 log = logging.getLogger("shipyard.events")
@@ -56,10 +55,6 @@ def backoff_s(attempt: int, base_s: float, max_s: float, rand: float | None = No
     return delay / 2 + jitter * delay / 2
 
 
-def new_owner_id() -> str:
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
 @dataclass(frozen=True)
 class Result:
     """How one attempt went."""
@@ -71,7 +66,16 @@ class Result:
     address: str = ""
 
 
-class WebhookDispatcher:
+class WebhookDispatcher(BackgroundLoop):
+    """Claims due deliveries and makes their attempts on a pool; the loop is
+    ``BackgroundLoop``'s.
+
+    Not a ``LeaseLoop``: a claim is never renewed (its lease outlasts the longest attempt),
+    and after a pass it sleeps until the next delivery is due rather than a fixed poll, so
+    that retries with short backoffs are made on time. ``wake()`` when deliveries were
+    committed, to look now rather than at the next poll.
+    """
+
     def __init__(
         self,
         *,
@@ -82,6 +86,7 @@ class WebhookDispatcher:
         workers: int = 8,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        super().__init__("webhook dispatcher", log=log, poll_s=IDLE_POLL_S)
         self.db = db
         self.events = events
         self.settings = settings
@@ -90,30 +95,19 @@ class WebhookDispatcher:
         self._transport = transport
         timeout = settings.webhook_timeout_s
         self._lease = timedelta(seconds=(2 + MAX_ADDRESSES) * timeout + 10)
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._inflight: set[str] = set()
         self._pool: ThreadPoolExecutor | None = None
-        self._thread: threading.Thread | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="webhook")
-        self._thread = threading.Thread(target=self._loop, name="webhook-dispatcher", daemon=True)
-        self._thread.start()
-
-    def wake(self) -> None:
-        """Deliveries were committed: look now rather than at the next poll."""
-        self._wake.set()
+        super().start()
 
     def stop(self, timeout_s: float = 60.0) -> None:
         """Finish the attempts under way (each bounded by the timeout), hand back the rest."""
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        super().stop(timeout_s)
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
         with self._lock:
@@ -128,18 +122,11 @@ class WebhookDispatcher:
                     "webhook dispatcher: could not hand back %d deliveries", len(leftover)
                 )
 
-    # --- the loop ----------------------------------------------------------------------------
+    # --- one pass ----------------------------------------------------------------------------
 
-    def _loop(self) -> None:
-        while not self._stopping.is_set():
-            wait = IDLE_POLL_S
-            try:
-                self._claim()
-                wait = self._idle_wait()
-            except Exception:  # the database may be briefly unreachable: try again
-                log.exception("webhook dispatcher: a pass failed")
-            self._wake.wait(wait)
-            self._wake.clear()
+    def run_once(self) -> float:
+        self._claim()
+        return self._idle_wait()
 
     def _free(self) -> int:
         with self._lock:
@@ -179,7 +166,7 @@ class WebhookDispatcher:
         finally:
             with self._lock:
                 self._inflight.discard(delivery_id)
-            self._wake.set()
+            self.wake()
 
     # --- one attempt -------------------------------------------------------------------------
 

@@ -20,14 +20,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime
 
 from shipyard.hosting.fleet import EndpointDriver, HostingContext
 from shipyard.hosting.promotion import PromotionRunner, fail_stale_promotions
 from shipyard.hosting.repository import hosting_repository as repo
 from shipyard.hosting.service import HostingService
 from shipyard.kit.ids import utcnow
-from shipyard.kit.leases import new_owner_id, owner_is_dead
+from shipyard.kit.leases import LeaseLoop, owner_is_dead
 
 log = logging.getLogger("shipyard.hosting")
 
@@ -36,30 +36,39 @@ IDLE_POLL_S = 1.0
 STALE_SWEEP_S = 10.0
 
 
-class EndpointController:
+class EndpointController(LeaseLoop):
+    """Claims endpoints and drives each in a thread; the loop, leases and renewal are
+    ``LeaseLoop``'s.
+
+    Its own: ``wake()`` also wakes every driver (the change may be one of theirs); an
+    endpoint it holds whose driver ended is taken again on the next pass (unlike the job
+    controller; a driver that failed has waited a second first, see ``_drive``); and a pass
+    also fails stale promotions, every ``STALE_SWEEP_S``.
+    """
+
     def __init__(
         self, ctx: HostingContext, hosting: HostingService, *, owner: str | None = None
     ) -> None:
+        super().__init__(
+            "endpoint controller",
+            log=log,
+            kind="endpoint",
+            lease_s=ctx.settings.hosting_lease_s,
+            poll_s=IDLE_POLL_S,
+            owner=owner,
+        )
         self.ctx = ctx
         self.hosting = hosting
-        self.owner = owner or new_owner_id()
-        self._lease = timedelta(seconds=ctx.settings.hosting_lease_s)
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
         self._drivers: dict[str, tuple[threading.Thread, threading.Event]] = {}
         self._promotions: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._last_sweep = 0.0
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="endpoint-controller", daemon=True)
-        self._thread.start()
-
     def wake(self) -> None:
         """An endpoint was created or changed: look now rather than at the next poll."""
-        self._wake.set()
+        super().wake()
         with self._lock:
             events = [event for _, event in self._drivers.values()]
         for event in events:
@@ -67,10 +76,7 @@ class EndpointController:
 
     def stop(self, timeout_s: float = 60.0) -> None:
         """Hand every endpoint back (stopping its replicas unless told to keep them)."""
-        self._stopping.set()
-        self.wake()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        super().stop(timeout_s)
         with self._lock:
             threads = [thread for thread, _ in self._drivers.values()]
             threads += list(self._promotions.values())
@@ -101,25 +107,18 @@ class EndpointController:
             with self._lock:
                 self._promotions.pop(runner.promotion_id, None)
 
-    # --- the loop ----------------------------------------------------------------------------
+    # --- one pass ----------------------------------------------------------------------------
 
-    def _loop(self) -> None:
-        renew_every = max(0.2, self._lease.total_seconds() / 3)
-        last_renew = last_sweep = 0.0
-        while not self._stopping.is_set():
-            try:
-                self._claim()
-                now = time.monotonic()
-                if now - last_renew >= renew_every:
-                    self._renew()
-                    last_renew = now
-                if now - last_sweep >= STALE_SWEEP_S:
-                    fail_stale_promotions(self.ctx)
-                    last_sweep = now
-            except Exception:  # the database may be briefly unreachable: try again
-                log.exception("endpoint controller: a pass failed")
-            self._wake.wait(min(IDLE_POLL_S, renew_every))
-            self._wake.clear()
+    def run_once(self) -> float:
+        wait = super().run_once()  # claim, and renew when due
+        self._sweep_stale_promotions()
+        return wait
+
+    def _sweep_stale_promotions(self) -> None:
+        now = time.monotonic()
+        if now - self._last_sweep >= STALE_SWEEP_S:
+            fail_stale_promotions(self.ctx)
+            self._last_sweep = now
 
     def _claim(self) -> None:
         now = utcnow()
@@ -161,13 +160,11 @@ class EndpointController:
         finally:
             with self._lock:
                 self._drivers.pop(driver.endpoint_id, None)
-            self._wake.set()
+            self._wake.set()  # the loop only: wake() would nudge every other driver too
 
-    def _renew(self) -> None:
-        held = self.active_endpoints
-        if not held:
-            return
+    def _held(self) -> list[str]:
+        return self.active_endpoints
+
+    def _renew_leases(self, ids: list[str], until: datetime) -> set[str]:
         with self.ctx.db.transaction() as s:
-            still = repo.renew(s, self.owner, held, utcnow() + self._lease)
-        for endpoint_id in set(held) - still:
-            log.warning("endpoint controller: lost the lease of endpoint %s", endpoint_id)
+            return repo.renew(s, self.owner, ids, until)

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from datetime import timedelta
+from datetime import datetime
 
 from shipyard.jobs.execution import JobContext, run_execution
 from shipyard.jobs.repository import job_repository as repo
 from shipyard.kit.ids import utcnow
-from shipyard.kit.leases import new_owner_id, owner_is_dead
+from shipyard.kit.leases import LeaseLoop, owner_is_dead
 
 log = logging.getLogger("shipyard.jobs")
 
@@ -26,33 +25,33 @@ CLAIM_BATCH = 32
 IDLE_POLL_S = 1.0
 
 
-class JobController:
+class JobController(LeaseLoop):
+    """Claims jobs and runs each in a thread; the loop, leases and renewal are ``LeaseLoop``'s.
+
+    ``wake()`` when a job is submitted or asked to change, to look now rather than at the next
+    poll. Only a dead owner's lease is taken before it lapses, never our own (unlike the
+    endpoint controller): a job we hold without a thread is one whose execution just ended or
+    could not start, and this process does not start it again.
+    """
+
     def __init__(self, ctx: JobContext, *, owner: str | None = None) -> None:
+        super().__init__(
+            "job controller",
+            log=log,
+            kind="job",
+            lease_s=ctx.settings.job_lease_s,
+            poll_s=IDLE_POLL_S,
+            owner=owner,
+        )
         self.ctx = ctx
-        self.owner = owner or new_owner_id()
-        self._lease = timedelta(seconds=ctx.settings.job_lease_s)
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
         self._running: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="job-controller", daemon=True)
-        self._thread.start()
-
-    def wake(self) -> None:
-        """A job was submitted or asked to change: look now rather than at the next poll."""
-        self._wake.set()
-
     def stop(self, timeout_s: float = 60.0) -> None:
         """Hand every job back (each ends its instances gently and keeps its checkpoints)."""
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        super().stop(timeout_s)
         with self._lock:
             threads = list(self._running.values())
         for thread in threads:
@@ -63,22 +62,7 @@ class JobController:
         with self._lock:
             return list(self._running)
 
-    # --- the loop ----------------------------------------------------------------------------
-
-    def _loop(self) -> None:
-        renew_every = max(0.2, self._lease.total_seconds() / 3)
-        last_renew = 0.0
-        while not self._stopping.is_set():
-            try:
-                self._claim()
-                now = time.monotonic()
-                if now - last_renew >= renew_every:
-                    self._renew()
-                    last_renew = now
-            except Exception:  # the database may be briefly unreachable: try again
-                log.exception("job controller: a pass failed")
-            self._wake.wait(min(IDLE_POLL_S, renew_every))
-            self._wake.clear()
+    # --- one pass (LeaseLoop.run_once) -------------------------------------------------------
 
     def _claim(self) -> None:
         now = utcnow()
@@ -107,14 +91,11 @@ class JobController:
     def _done(self, job_id: str) -> None:
         with self._lock:
             self._running.pop(job_id, None)
-        self._wake.set()
+        self.wake()
 
-    def _renew(self) -> None:
-        with self._lock:
-            held = list(self._running)
-        if not held:
-            return
+    def _held(self) -> list[str]:
+        return self.active_jobs
+
+    def _renew_leases(self, ids: list[str], until: datetime) -> set[str]:
         with self.ctx.db.transaction() as s:
-            still = repo.renew(s, self.owner, held, utcnow() + self._lease)
-        for job_id in set(held) - still:
-            log.warning("job controller: lost the lease of job %s", job_id)
+            return repo.renew(s, self.owner, ids, until)

@@ -28,6 +28,7 @@ from tests.support.endpoints import (
     sklearn_model,
     tamper,
     wait_endpoint,
+    wait_promotion,
 )
 from tests.support.jobs import base, upload
 from tests.support.servers import RunningServer
@@ -189,6 +190,12 @@ def test_staging_and_prod_take_only_approved_versions_from_engineers(
 def test_deleting_prod_needs_a_platform_admin_with_force(
     clients: dict[str, httpx.Client], tenant: Tenant, churn: dict[str, int]
 ) -> None:
+    # prod takes only what passed staging
+    promote = f"{base(tenant)}/models/churn/versions/{churn['approved']}/promote"
+    staged = {"environment": "staging", "endpoint_name": unique("staged-")}
+    r = clients["engineer"].post(promote, json=staged)
+    assert r.status_code == 202, r.text
+    assert wait_promotion(clients["engineer"], tenant, r.json())["status"] == "Succeeded"
     name = unique("prod-")
     source = {"group": "churn", "version": churn["approved"]}
     variant = {"serverless": {"idle_timeout_s": 60}, "initial_instance_count": 0}
