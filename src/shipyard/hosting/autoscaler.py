@@ -5,7 +5,7 @@ Two metrics, as SageMaker's predefined ones: invocations per instance per minute
 sliding window) and CPU utilisation (from ``/proc/<pid>/stat`` of local replicas). For each
 metric with a target, the count that would bring it to the target is
 ``ceil(total load / target per instance)``; the variant gets the largest such count, kept
-between min and max. Scale-out waits ``scale_out_cooldown_s`` after the previous scale-out;
+between min and max. Within ``scale_out_cooldown_s`` of a scale-out only a larger one follows;
 scale-in waits ``scale_in_cooldown_s`` after any scaling, so a burst is not followed by a
 flap. Everything here is pure: the controller feeds it samples and clock readings.
 """
@@ -40,11 +40,13 @@ class RateMeter:
             self._samples.popleft()
 
     def per_minute(self) -> float | None:
-        """None until two samples at least a second apart exist."""
+        """None until the samples span a third of the window (at most 10 s, at least 1 s):
+        a rate over a second or two of a young meter — a new endpoint, a controller that
+        just took over — is mostly noise, and scaling on it overshoots."""
         if len(self._samples) < 2:
             return None
         (t0, n0), (t1, n1) = self._samples[0], self._samples[-1]
-        if t1 - t0 < 1.0:
+        if t1 - t0 < max(1.0, min(self.window_s / 3, 10.0)):
             return None
         return (n1 - n0) / (t1 - t0) * 60.0
 
@@ -96,16 +98,25 @@ def wanted_count(
 
 @dataclass
 class Cooldowns:
-    """When a variant last scaled out and in (monotonic seconds)."""
+    """When a variant last scaled out and in (monotonic seconds), and to how many."""
 
     last_out: float = field(default=-math.inf)
     last_in: float = field(default=-math.inf)
+    out_to: int = 0
 
     def decide(self, policy: ScalingPolicy, current: int, wanted: int, now: float) -> int:
-        """The count to set now: ``wanted`` if its cooldown allows, else ``current``."""
-        if wanted > current and now - self.last_out >= policy.scale_out_cooldown_s:
-            self.last_out = now
-            return wanted
+        """The count to set now: ``wanted`` if its cooldown allows, else ``current``.
+
+        As Application Auto Scaling does, a scale-out cooldown holds back only scale-outs no
+        larger than the last one: a load that keeps growing while the first replicas start
+        gets more at once, rather than waiting out the cooldown at a count known too small.
+        """
+        if wanted > current:
+            cooling = now - self.last_out < policy.scale_out_cooldown_s
+            if not cooling or wanted > self.out_to:
+                self.last_out, self.out_to = now, wanted
+                return wanted
+            return current
         last_scaling = max(self.last_in, self.last_out)
         if wanted < current and now - last_scaling >= policy.scale_in_cooldown_s:
             self.last_in = now

@@ -74,6 +74,10 @@ def test_rate_meter_reads_a_rate_over_its_window() -> None:
     assert meter.last_increase == 20.0
     meter.add(21.0, 0)  # counters restarted: start over, no negative rate
     assert meter.per_minute() is None
+    meter.add(22.0, 5)
+    assert meter.per_minute() is None  # a second of samples: too young to trust
+    meter.add(25.0, 20)
+    assert meter.per_minute() == pytest.approx(300.0)  # a third of the window: a rate
 
 
 def test_cpu_meter() -> None:
@@ -107,7 +111,9 @@ def test_target_tracking(rate: float | None, cpu: float | None, want: int) -> No
 def test_cooldowns_hold_back_flapping() -> None:
     cooldowns = Cooldowns()
     assert cooldowns.decide(POLICY, 1, 3, now=100.0) == 3
-    assert cooldowns.decide(POLICY, 3, 4, now=105.0) == 3  # scale-out cooldown
-    assert cooldowns.decide(POLICY, 3, 4, now=110.0) == 4
+    assert cooldowns.decide(POLICY, 2, 3, now=105.0) == 2  # cooling: no larger than the last
+    assert cooldowns.decide(POLICY, 3, 4, now=106.0) == 4  # a larger scale-out goes at once
+    assert cooldowns.decide(POLICY, 3, 4, now=110.0) == 3  # cooling again from 106
+    assert cooldowns.decide(POLICY, 3, 4, now=116.0) == 4
     assert cooldowns.decide(POLICY, 4, 1, now=130.0) == 4  # scale-in waits after any scaling
-    assert cooldowns.decide(POLICY, 4, 1, now=140.0) == 1
+    assert cooldowns.decide(POLICY, 4, 1, now=146.0) == 1
