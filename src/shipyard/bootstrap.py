@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session
 
 from shipyard import __version__
@@ -35,6 +37,10 @@ from shipyard.kit.files import ensure_private_dir, write_private
 from shipyard.kit.ratelimit import SlidingWindow
 from shipyard.lineage.providers import standard_lineage
 from shipyard.lineage.service import LineageService
+from shipyard.monitoring.controller import MonitoringController
+from shipyard.monitoring.metrics import MonitoringCollector
+from shipyard.monitoring.runner import MonitoringRunner
+from shipyard.monitoring.service import MonitoringService
 from shipyard.registry.service import RegistryService
 from shipyard.security import schemas
 from shipyard.security.audit import AuditService
@@ -70,6 +76,9 @@ class Platform:
     webhook_dispatcher: WebhookDispatcher
     hosting: HostingService
     endpoint_controller: EndpointController
+    monitoring: MonitoringService
+    monitoring_controller: MonitoringController
+    metrics: CollectorRegistry
     rewrappers: list[tuple[str, Rewrapper]]
     extras: dict[str, Any]
 
@@ -117,6 +126,29 @@ def make_hosting(
     hosting.add_waker(controller.wake)
     registry.set_deployments(hosting.deployments)
     return hosting, controller
+
+
+def make_monitoring(
+    settings: Settings,
+    db: Database,
+    *,
+    artifacts: ArtifactService,
+    datasets: DatasetService,
+    hosting: HostingService,
+    jobs: JobService,
+    registry: RegistryService,
+    events: EventService,
+    wake_jobs: Callable[[], None],
+) -> tuple[MonitoringService, MonitoringController]:
+    """The monitoring service and the controller that fires schedules and runs executions."""
+    service = MonitoringService(artifacts=artifacts, datasets=datasets, hosting=hosting)
+    runner = MonitoringRunner(
+        db=db, service=service, events=events, jobs=jobs, registry=registry, wake_jobs=wake_jobs
+    )
+    controller = MonitoringController(
+        db=db, service=service, runner=runner, poll_s=settings.monitoring_poll_s
+    )
+    return service, controller
 
 
 def make_backend(settings: Settings) -> Backend:
@@ -188,6 +220,19 @@ def build_platform(settings: Settings, *, migrate: bool = True) -> Platform:
     hosting, endpoint_controller = make_hosting(
         settings, db, catalog=catalog, registry=registry, artifacts=artifacts, events=events
     )
+    monitoring, monitoring_controller = make_monitoring(
+        settings,
+        db,
+        artifacts=artifacts,
+        datasets=datasets,
+        hosting=hosting,
+        jobs=jobs,
+        registry=registry,
+        events=events,
+        wake_jobs=controller.wake,
+    )
+    metrics = CollectorRegistry(auto_describe=False)
+    metrics.register(MonitoringCollector(db))
     lineage = standard_lineage(registry=registry, tracking=tracking, datasets=datasets, jobs=jobs)
     lineage.add(EndpointLinks(hosting))
     rewrappers: list[tuple[str, Rewrapper]] = [
@@ -217,6 +262,9 @@ def build_platform(settings: Settings, *, migrate: bool = True) -> Platform:
         dispatcher,
         hosting,
         endpoint_controller,
+        monitoring,
+        monitoring_controller,
+        metrics,
         rewrappers,
         extras,
     )

@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     # waits on loses a quarter of its throughput), "all" leaves it to the OS, or a list
     # like "2,3".
     gateway_cpus: str = "auto"
+    # How often the monitoring controller looks for due schedules and pending executions
+    # (a "run now" wakes it at once).
+    monitoring_poll_s: float = 5.0
     log_level: str = "info"
 
     @property

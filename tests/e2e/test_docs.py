@@ -30,9 +30,10 @@ DOCS = [
     "docs/jobs.md",
     "docs/models.md",
     "docs/hosting.md",
+    "docs/monitoring.md",
 ]
 # The documents whose commands invoke endpoints: their server starts its gateway.
-INVOKING = {"docs/hosting.md"}
+INVOKING = {"docs/hosting.md", "docs/monitoring.md"}
 DOC_URL = "http://127.0.0.1:8080"
 SKIPPED = ("make ", "source ", "export ", "shipyard up")
 # What a document assumes was done before it (it says so in its text).
@@ -42,6 +43,7 @@ PRELUDE = {
     "docs/jobs.md": "README.md",
     "docs/models.md": "README.md",
     "docs/hosting.md": "README.md",
+    "docs/monitoring.md": "README.md",
 }
 
 

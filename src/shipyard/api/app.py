@@ -20,6 +20,7 @@ from shipyard.hosting.transform import router as transform_router
 from shipyard.jobs import router as jobs_router
 from shipyard.kit.gcpause import freeze_startup_heap
 from shipyard.lineage import router as lineage_router
+from shipyard.monitoring import router as monitoring_router
 from shipyard.registry import router as registry_router
 from shipyard.security import admin_router, audit_router
 from shipyard.security import router as security_router
@@ -44,6 +45,7 @@ ROUTERS = (
     lineage_router.router,
     hosting_router.router,
     transform_router.router,
+    monitoring_router.router,
 )
 log = logging.getLogger("shipyard")
 
@@ -65,7 +67,9 @@ def _lifespan(platform: Platform):  # type: ignore[no-untyped-def]
             platform.job_controller.start()
             platform.endpoint_controller.start()
             platform.webhook_dispatcher.start()
+            platform.monitoring_controller.start()
         yield
+        await anyio.to_thread.run_sync(platform.monitoring_controller.stop)
         await anyio.to_thread.run_sync(platform.job_controller.stop)
         await anyio.to_thread.run_sync(platform.endpoint_controller.stop)
         # after the jobs: their last events are stored by then, and delivered if they can be

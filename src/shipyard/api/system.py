@@ -57,9 +57,10 @@ def readyz(platform: PlatformDep) -> Health:
 
 
 @router.get("/metrics", tags=["system"], response_class=Response)
-def metrics() -> Response:
-    """Prometheus metrics."""
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+def metrics(platform: PlatformDep) -> Response:
+    """Prometheus metrics: the process's, then the platform's (monitoring)."""
+    body = generate_latest() + generate_latest(platform.metrics)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/api/v1/info", tags=["system"])

@@ -118,6 +118,7 @@ def _config_for(
     instance_type: str,
     count: int,
     serverless: bool,
+    capture: float | None = None,
 ) -> str:
     """The config to deploy: the one named, or a new one for a model or an artifact."""
     given = [x for x in (config, model, artifact) if x is not None]
@@ -143,7 +144,8 @@ def _config_for(
     if serverless:
         variant["serverless"] = {}
     name = _slug(f"{endpoint}-{suffix}")
-    hosting.create_config(name, [variant])
+    data_capture = None if capture is None else {"enabled": True, "sampling_percent": capture}
+    hosting.create_config(name, [variant], data_capture=data_capture)
     return name
 
 
@@ -166,6 +168,12 @@ def create(
     serverless: Annotated[
         bool, typer.Option("--serverless", help="Scale to zero when idle")
     ] = False,
+    capture: Annotated[
+        float | None,
+        typer.Option(
+            min=0, max=100, help="Capture this % of requests and answers (for monitoring)"
+        ),
+    ] = None,
     wait: WaitOption = True,
     as_json: JsonOption = False,
 ) -> None:
@@ -185,6 +193,7 @@ def create(
             instance_type=instance_type,
             count=count,
             serverless=serverless,
+            capture=capture,
         )
         endpoint = hosting.create_endpoint(name, config_name, environment=env, wait=wait)
         emit_endpoint(endpoint, as_json)
@@ -428,6 +437,18 @@ def promote(
     endpoint: Annotated[str | None, typer.Option("--endpoint", help="Default: GROUP-ENV")] = None,
     instance_type: TypeOption = "cpu.small",
     count: Annotated[int, typer.Option("--count", min=1, help="Instances")] = 1,
+    predict: Annotated[
+        str, typer.Option(help="predict, or proba: a classifier's positive-class score")
+    ] = "predict",
+    label: Annotated[
+        str | None, typer.Option(help="The model_version answers carry (default vVERSION)")
+    ] = None,
+    capture: Annotated[
+        float | None,
+        typer.Option(
+            min=0, max=100, help="Capture this % of traffic (default: as the endpoint does now)"
+        ),
+    ] = None,
     wait: WaitOption = True,
     as_json: JsonOption = False,
 ) -> None:
@@ -448,6 +469,11 @@ def promote(
                 endpoint_name=endpoint,
                 instance_type=instance_type,
                 instance_count=count,
+                predict=predict,
+                model_version_label=label,
+                data_capture=(
+                    None if capture is None else {"enabled": True, "sampling_percent": capture}
+                ),
                 wait=wait,
             )
         except DeploymentFailed as failed:

@@ -10,7 +10,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    computed_field,
+    field_validator,
+)
 
 # an exact event type ("job.completed"), a prefix wildcard ("model.version.*") or "*"
 TypePattern = Annotated[
@@ -39,6 +46,17 @@ class EventOut(Schema):
     actor: str
     created_at: datetime
     data: dict[str, Any]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def text(self) -> str:
+        """One line for people: what chat tools show. With it every delivery is also a valid
+        Slack (and Mattermost, Teams-connector) incoming-webhook message; ``data["text"]``,
+        when an emitter writes one, says it better than the generic line."""
+        given = self.data.get("text")
+        if isinstance(given, str) and given:
+            return given
+        return f"[{self.project}] {self.type}: {self.subject}"
 
     @field_validator("created_at")
     @classmethod

@@ -30,13 +30,14 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy.orm import Session
 
 from shipyard.errors import ShipyardError
 from shipyard.hosting import schemas
 from shipyard.hosting.fleet import HostingContext
 from shipyard.hosting.models import Endpoint, Promotion
 from shipyard.hosting.repository import hosting_repository as repo
-from shipyard.hosting.service import HostingService, slug
+from shipyard.hosting.service import HostingService, config_spec, slug
 from shipyard.kit.ids import utcnow
 from shipyard.registry.models import ModelVersion
 
@@ -131,6 +132,9 @@ class PromotionRunner:
         self.team_id = str(request.get("team_id", ""))
         self.instance_type = str(request.get("instance_type", "cpu.small"))
         self.instance_count = int(request.get("instance_count", 1))
+        self.predict = str(request.get("predict") or "predict")
+        self.label = request.get("model_version_label") or None
+        self.data_capture: dict[str, Any] | None = request.get("data_capture")
         self.env = schemas.Environment(self.row.environment)
         self.name = self.row.endpoint_name
         self.actor = self.row.requested_by
@@ -177,21 +181,45 @@ class PromotionRunner:
         self._record("verify", "ok", f"{files} file(s) match manifest {version.manifest_digest}")
         return version
 
+    def _capture(
+        self, s: Session, project_id: str, existing: Endpoint | None
+    ) -> schemas.DataCapture:
+        """What the promotion was asked to capture, else what the endpoint captures now: a
+        new version must not silently turn off the capture its monitors read."""
+        if self.data_capture is not None:
+            return schemas.DataCapture.model_validate(self.data_capture)
+        if existing is None:
+            return schemas.DataCapture()
+        serving = existing.current_config or existing.config_name
+        return config_spec(self.hosting.config(s, project_id, serving)).data_capture
+
     def _deploy(self) -> tuple[bool, str | None]:
         """Create the endpoint or update it to a new config; (created, previous config)."""
         group, number, project_id = self.row.group_name, self.row.version, self.row.project_id
         try:
             with self.ctx.db.transaction() as s:
-                model = self.hosting.ensure_registry_model(s, project_id, group, number, self.actor)
+                model = self.hosting.ensure_registry_model(
+                    s,
+                    project_id,
+                    group,
+                    number,
+                    self.actor,
+                    predict=self.predict,
+                    label=self.label,
+                )
                 variant = schemas.VariantSpec(
                     name="AllTraffic",
                     model=model.name,
                     instance_type=self.instance_type,
                     initial_instance_count=self.instance_count,
                 )
-                body = schemas.EndpointConfigCreate(name=self.config_name, variants=[variant])
-                self.hosting.create_config(s, project_id, body, self.actor)
                 existing = repo.endpoint(s, self.name)
+                body = schemas.EndpointConfigCreate(
+                    name=self.config_name,
+                    variants=[variant],
+                    data_capture=self._capture(s, project_id, existing),
+                )
+                self.hosting.create_config(s, project_id, body, self.actor)
                 previous = existing.current_config if existing is not None else None
             if existing is None:
                 create = schemas.EndpointCreate(

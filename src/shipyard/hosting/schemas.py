@@ -24,6 +24,7 @@ from shipyard.errors import InvalidPath
 from shipyard.kit.paths import validate_artifact_path
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", max_length=63)]
+VersionLabel = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")]
 VariantName = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$", max_length=63)
 ]
@@ -94,6 +95,9 @@ class HostedModelCreate(Schema):
         default=None, description="required for an artifact; a registry version has its own"
     )
     predict: Literal["predict", "proba"] = "predict"
+    model_version_label: VersionLabel | None = Field(
+        default=None, description="what answers carry as model_version (default v<version>)"
+    )
     environment: dict[str, Annotated[str, StringConstraints(max_length=4096)]] = Field(
         default_factory=dict, max_length=50, description="extra variables for the replicas"
     )
@@ -371,6 +375,15 @@ class PromotionCreate(Schema):
     endpoint_name: Name | None = Field(default=None, description="default: <group>-<environment>")
     instance_type: str = Field(default="cpu.small", max_length=64)
     instance_count: int = Field(default=1, ge=1, le=32)
+    predict: Literal["predict", "proba"] = Field(
+        default="predict", description="proba: a classifier answers its positive-class score"
+    )
+    model_version_label: VersionLabel | None = Field(
+        default=None, description="what answers carry as model_version (default v<version>)"
+    )
+    data_capture: DataCapture | None = Field(
+        default=None, description="default: what the endpoint captures now (off if it is new)"
+    )
 
 
 class PromotionOut(Schema):

@@ -62,7 +62,10 @@ def slug(text: str, limit: int = 63) -> str:
 
 
 def model_label(model: HostedModel) -> str:
-    """What answers carry as ``model_version``: ``v23``, or ``dev`` for an artifact model."""
+    """What answers carry as ``model_version``: the label it was given, else ``v23`` for a
+    registry version, or ``dev`` for an artifact model."""
+    if model.source.get("label"):
+        return str(model.source["label"])
     if model.source.get("kind") == "registry":
         return f"v{model.source['version']}"
     return "dev"
@@ -123,6 +126,8 @@ class HostingService:
             # pinned: a replica started next month serves what was named today
             source = {"kind": "artifact", "path": artifact.path, "version": artifact.version}
             flavor = body.flavor or "sklearn"
+        if body.model_version_label:
+            source["label"] = body.model_version_label
         row = HostedModel(
             project_id=project_id,
             name=body.name,
@@ -164,17 +169,37 @@ class HostingService:
         repo.remove(s, row)
 
     def ensure_registry_model(
-        self, s: Session, project_id: str, group: str, number: int, actor: str
+        self,
+        s: Session,
+        project_id: str,
+        group: str,
+        number: int,
+        actor: str,
+        *,
+        predict: str = "predict",
+        label: str | None = None,
     ) -> HostedModel:
-        """The hosted model of a registry version (``<group>-v<n>``), made on first use."""
+        """The hosted model of a registry version (``<group>-v<n>``) served this way (its
+        ``predict`` and ``model_version`` label), made on first use."""
         base = slug(f"{group}-v{number}")
+        wanted = {"kind": "registry", "group": group, "version": number}
+        if label:
+            wanted["label"] = label
         for attempt in range(20):
             name = base if attempt == 0 else slug(f"{base[:56]}-{attempt}")
             row = repo.model(s, project_id, name)
             if row is None:
-                body = schemas.HostedModelCreate(name=name, group=group, version=number)
+                body = schemas.HostedModelCreate.model_validate(
+                    {
+                        "name": name,
+                        "group": group,
+                        "version": number,
+                        "predict": predict,
+                        "model_version_label": label,
+                    }
+                )
                 return self.create_model(s, project_id, body, actor)
-            if row.source == {"kind": "registry", "group": group, "version": number}:
+            if row.source == wanted and row.predict == predict:
                 return row
         raise Conflict(f"no free model name for {group} v{number}", field="name")
 
@@ -634,6 +659,11 @@ class HostingService:
             "team_id": team_id,
             "instance_type": body.instance_type,
             "instance_count": body.instance_count,
+            "predict": body.predict,
+            "model_version_label": body.model_version_label,
+            "data_capture": (
+                body.data_capture.model_dump(mode="json") if body.data_capture else None
+            ),
         }
         repo.add(s, row)
         return row

@@ -43,6 +43,7 @@ from shipyard.sdk._exceptions import (
 from shipyard.sdk._hosting import AsyncPrediction, Endpoint, Hosting, Predictor
 from shipyard.sdk._jobs import Estimator, Job, Jobs, Processor
 from shipyard.sdk._models import ModelRegistry, ModelVersion
+from shipyard.sdk._monitoring import ModelMonitor, Monitoring
 from shipyard.sdk._tracking import (
     ActiveRun,
     Tracking,
@@ -78,8 +79,10 @@ __all__ = [
     "Job",
     "JobFailed",
     "Jobs",
+    "ModelMonitor",
     "ModelRegistry",
     "ModelVersion",
+    "Monitoring",
     "NotFound",
     "PayloadTooLarge",
     "PermissionDenied",

@@ -17,6 +17,7 @@ from shipyard.sdk._events import Events, set_webhook_allowlist, webhook_allowlis
 from shipyard.sdk._hosting import Hosting, Predictor
 from shipyard.sdk._jobs import Jobs
 from shipyard.sdk._models import ModelRegistry, lineage
+from shipyard.sdk._monitoring import Monitoring
 from shipyard.sdk._tracking import Tracking
 from shipyard.sdk._transform import Transformer
 from shipyard.sdk._transport import check, mapped_transport_errors
@@ -376,6 +377,10 @@ class Session:
             print(hosting.predictor("churn-staging").predict({"features": [25, 2, 0.0]}))
         """
         return Hosting(self, project)
+
+    def monitoring(self, project: str) -> Monitoring:
+        """Baselines, monitors (``ModelMonitor``) and ground truth of ``"team/project"``."""
+        return Monitoring(self, project)
 
     def transformer(self, project: str) -> Transformer:
         """Batch transforms of ``"team/project"``: a registry version over a whole dataset."""

@@ -395,6 +395,11 @@ class Hosting:
         result: builtins.list[dict[str, Any]] = self._request("GET", "/endpoint-configs")
         return result
 
+    def config(self, name: str) -> dict[str, Any]:
+        """One endpoint config: its variants, shadow and data capture."""
+        result: dict[str, Any] = self._request("GET", f"/endpoint-configs/{quote(name)}")
+        return result
+
     def delete_config(self, name: str) -> None:
         self._request("DELETE", f"/endpoint-configs/{quote(name)}")
 
@@ -546,13 +551,17 @@ class Hosting:
         endpoint_name: str | None = None,
         instance_type: str = "cpu.small",
         instance_count: int = 1,
+        predict: str = "predict",
+        model_version_label: str | None = None,
+        data_capture: Mapping[str, Any] | None = None,
         wait: bool = True,
         timeout: float = 900.0,
     ) -> dict[str, Any]:
         """Promote a registry version into ``dev``, ``staging`` or ``prod``: verify its
         bytes, deploy it (endpoint ``<group>-<environment>`` unless named), invoke its
         example, roll back on failure. ``prod`` needs a Succeeded promotion to ``staging``
-        first. With ``wait``, returns the promotion once it ends; raises
+        first. ``data_capture`` (``{"enabled", "sampling_percent"}``) defaults to what the
+        endpoint captures now. With ``wait``, returns the promotion once it ends; raises
         ``DeploymentFailed`` if it Failed (the steps say where).
 
         Example::
@@ -565,6 +574,9 @@ class Hosting:
             "endpoint_name": endpoint_name,
             "instance_type": instance_type,
             "instance_count": instance_count,
+            "predict": predict,
+            "model_version_label": model_version_label,
+            "data_capture": dict(data_capture) if data_capture is not None else None,
         }
         path = f"/models/{quote(group, safe='')}/versions/{int(version)}/promote"
         run: dict[str, Any] = self._request(

@@ -43,6 +43,8 @@ class Permission(StrEnum):
     ENDPOINT_READ = "endpoint:read"  # hosted models, endpoint configs, endpoints, promotions
     ENDPOINT_DEPLOY = "endpoint:deploy"  # create, update, scale, delete; dev only on its own
     ENDPOINT_PROMOTE = "endpoint:promote"  # deploy to staging and prod (never scientists)
+    MONITOR_READ = "monitor:read"  # baselines, monitors, executions, reports
+    MONITOR_MANAGE = "monitor:manage"  # baselines, monitors and their rules and actions, runs
 
 
 _VIEWER = {
@@ -55,6 +57,7 @@ _VIEWER = {
     Permission.EVENT_READ,
     Permission.KEY_MANAGE,
     Permission.ENDPOINT_READ,
+    Permission.MONITOR_READ,
 }
 _BUILDER = _VIEWER | {
     Permission.ARTIFACT_WRITE,
@@ -64,6 +67,7 @@ _BUILDER = _VIEWER | {
     Permission.MODEL_REGISTER,
     Permission.ENDPOINT_INVOKE,
     Permission.ENDPOINT_DEPLOY,
+    Permission.MONITOR_MANAGE,
 }
 # Engineers take what was approved to staging and prod; scientists deploy to dev only.
 _ENGINEER = _BUILDER | {Permission.ENDPOINT_PROMOTE}

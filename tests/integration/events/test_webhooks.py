@@ -65,7 +65,17 @@ def test_job_events_arrive_signed_and_shaped(
         assert request.path == "/hook"
         assert request.header("Content-Type") == "application/json"
         body = request.json
-        assert set(body) == {"id", "type", "subject", "project", "actor", "created_at", "data"}
+        assert set(body) == {
+            "id",
+            "type",
+            "subject",
+            "project",
+            "actor",
+            "created_at",
+            "data",
+            "text",
+        }
+        assert body["text"] == f"[{body['project']}] {body['type']}: job:evented"  # Slack's field
         assert body["type"] == request.header("X-Shipyard-Event")
         assert body["subject"] == "job:evented"
         assert body["project"] == f"{tenant.team}/{tenant.project}"

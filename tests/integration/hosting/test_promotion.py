@@ -134,7 +134,9 @@ def test_a_new_version_replaces_the_old_and_a_failing_test_rolls_back(
     group = unique("swap")
     first = register(c["scientist"], tenant, group, sklearn_model(1))
     approve(c["lead"], tenant, group, first)
-    assert _run(c["engineer"], tenant, group, first, "staging")["status"] == "Succeeded"
+    capture = {"enabled": True, "sampling_percent": 25}
+    staged = _run(c["engineer"], tenant, group, first, "staging", data_capture=capture)
+    assert staged["status"] == "Succeeded", staged
     name = f"{group}-staging"
     serving = endpoint(c["viewer"], tenant, name)["current_config"]
 
@@ -145,6 +147,10 @@ def test_a_new_version_replaces_the_old_and_a_failing_test_rolls_back(
     after = in_service(c["viewer"], tenant, name)
     assert after["current_config"] != serving
     assert {v["model_version"] for v in after["variants"]} == {f"v{second}"}
+    # the new version keeps capturing what the endpoint captured (its monitors read it)
+    config = c["viewer"].get(f"{base(tenant)}/endpoint-configs/{after['current_config']}")
+    assert config.json()["data_capture"]["enabled"] is True
+    assert config.json()["data_capture"]["sampling_percent"] == 25
 
     # an example the model rejects (two features, not three): the test fails, rolls back
     broken = register(

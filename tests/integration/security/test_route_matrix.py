@@ -94,6 +94,7 @@ class Matrix:
         self.webhook_id = self._new_webhook()
         self.promotion_id = self._hosting_setup()
         self.inference_id = self._async_setup()
+        self.execution_id = self._monitoring_setup()
 
     def close(self) -> None:
         self.stop_long_jobs()
@@ -116,6 +117,7 @@ class Matrix:
             "webhook_id": self.webhook_id,
             "promotion_id": self.promotion_id,
             "inference_id": self.inference_id,
+            "execution_id": self.execution_id,
         }
 
     def _user(self, prefix: str) -> str:
@@ -303,6 +305,48 @@ class Matrix:
         promote = self._project("/models/mx-model/versions/1/promote")
         body = {"environment": "dev", "endpoint_name": unique("mx-promoted-")}
         return str(self._ok(self.admin.post(promote, json=body)).json()["id"])
+
+    # --- monitoring: baseline, monitor and a finished execution, all named ``mx-data`` -----
+
+    def _monitoring_setup(self) -> str:
+        baseline = {"name": "mx-data", "dataset": "mx-data:1"}
+        self._ok(self.admin.post(self._project("/monitoring/baselines"), json=baseline))
+        self._ok(self.admin.post(self._project("/monitoring/schedules"), json=self._monitor()))
+        run = self._ok(self.admin.post(self._project("/monitoring/schedules/mx-data/run")))
+        execution = run.json()
+        deadline = time.monotonic() + 60
+        while execution["status"] not in ("Completed", "Failed"):
+            assert time.monotonic() < deadline, execution
+            time.sleep(0.2)
+            url = self._project(f"/monitoring/executions/{execution['id']}")
+            execution = self._ok(self.admin.get(url)).json()
+        assert execution["status"] == "Completed", execution
+        return str(execution["id"])
+
+    @staticmethod
+    def _monitor(name: str = "mx-data") -> dict[str, Any]:
+        return {"name": name, "endpoint": "mx-data", "baseline": {"name": "mx-data"}}
+
+    def new_baseline(self, col: str) -> Call:
+        return Call(json={"name": unique("mx-base-"), "dataset": "mx-data:1"})
+
+    def same_constraints(self, col: str) -> Call:
+        url = self._project("/monitoring/baselines/mx-data/versions/1/constraints")
+        return Call(json=self._ok(self.admin.get(url)).json())
+
+    def new_monitor(self, col: str) -> Call:
+        return Call(json=self._monitor(unique("mx-mon-")))
+
+    def monitor_patch(self, col: str) -> Call:
+        return Call(json={"window_s": 3600})
+
+    def throwaway_monitor(self, col: str) -> Call:
+        body = self._monitor(unique("mx-mon-"))
+        self._ok(self.admin.post(self._project("/monitoring/schedules"), json=body))
+        return Call(params={"name": body["name"]})
+
+    def labels(self, col: str) -> Call:
+        return Call(json={"labels": [{"event_id": "mx-event", "label": 1}]})
 
     def _async_setup(self) -> str:
         """A finished async request of ``mx-data`` and its answer, written as a gateway
@@ -503,6 +547,26 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("GET", PROJECT + "/endpoints/{name}/async-invocations"): Row(INVOKERS),
     ("GET", PROJECT + "/endpoints/{name}/async-invocations/{inference_id}"): Row(INVOKERS),
     ("GET", PROJECT + "/endpoints/{name}/async-invocations/{inference_id}/result"): Row(INVOKERS),
+    # monitoring
+    ("POST", PROJECT + "/monitoring/baselines"): Row(BUILDERS, Matrix.new_baseline),
+    ("GET", PROJECT + "/monitoring/baselines"): Row(READERS),
+    ("GET", PROJECT + "/monitoring/baselines/{name}"): Row(READERS),
+    ("GET", PROJECT + "/monitoring/baselines/{name}/versions/{version}/statistics"): Row(READERS),
+    ("GET", PROJECT + "/monitoring/baselines/{name}/versions/{version}/constraints"): Row(READERS),
+    ("PUT", PROJECT + "/monitoring/baselines/{name}/versions/{version}/constraints"): Row(
+        BUILDERS, Matrix.same_constraints
+    ),
+    ("POST", PROJECT + "/monitoring/schedules"): Row(BUILDERS, Matrix.new_monitor),
+    ("GET", PROJECT + "/monitoring/schedules"): Row(READERS),
+    ("GET", PROJECT + "/monitoring/schedules/{name}"): Row(READERS),
+    ("PATCH", PROJECT + "/monitoring/schedules/{name}"): Row(BUILDERS, Matrix.monitor_patch),
+    ("DELETE", PROJECT + "/monitoring/schedules/{name}"): Row(BUILDERS, Matrix.throwaway_monitor),
+    ("POST", PROJECT + "/monitoring/schedules/{name}/run"): Row(BUILDERS),
+    ("GET", PROJECT + "/monitoring/executions"): Row(READERS),
+    ("GET", PROJECT + "/monitoring/executions/{execution_id}"): Row(READERS),
+    ("GET", PROJECT + "/monitoring/executions/{execution_id}/report"): Row(READERS),
+    ("GET", PROJECT + "/monitoring/executions/{execution_id}/report.html"): Row(READERS),
+    ("POST", PROJECT + "/endpoints/{name}/ground-truth"): Row(INVOKERS, Matrix.labels),
     ("GET", PROJECT + "/promotions"): Row(READERS),
     ("GET", PROJECT + "/promotions/{promotion_id}"): Row(READERS),
     # events and webhooks (webhook URLs may embed tokens: managers only)

@@ -55,6 +55,15 @@ def test_find_model_file_takes_the_first_name_and_lists_them_when_none(tmp_path:
         flavors.find_model_file("onnx", tmp_path)
 
 
+def test_find_model_file_takes_the_one_file_with_the_flavors_extension(tmp_path: Path) -> None:
+    (tmp_path / "watched.pkl").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_bytes(b"x")
+    assert flavors.find_model_file("sklearn", tmp_path).name == "watched.pkl"
+    (tmp_path / "other.joblib").write_bytes(b"x")  # two candidates: which one is ambiguous
+    with pytest.raises(ModelLoadError, match="expected one of"):
+        flavors.find_model_file("sklearn", tmp_path)
+
+
 def test_plan_checks_the_directory_before_anything_loads(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="does not exist"):
         plan(tmp_path / "missing", "sklearn")

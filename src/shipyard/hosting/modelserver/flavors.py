@@ -84,9 +84,15 @@ def detect_flavor(model_dir: Path) -> str | None:
 
 
 def find_model_file(flavor: str, model_dir: Path) -> Path:
+    """The flavor's file by its usual name, else the one file with its extension (a model
+    deployed from an artifact keeps the artifact's own name: ``watched.pkl``)."""
     for name in MODEL_FILES[flavor]:
         if (path := model_dir / name).is_file():
             return path
+    suffixes = {Path(name).suffix for name in MODEL_FILES[flavor]}
+    found = [p for p in model_dir.iterdir() if p.is_file() and p.suffix in suffixes]
+    if len(found) == 1:
+        return found[0]
     expected = ", ".join(MODEL_FILES[flavor])
     raise ModelLoadError(f"no {flavor} model in {model_dir} (expected one of: {expected})")
 

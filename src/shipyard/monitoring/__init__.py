@@ -1,0 +1,1 @@
+"""Model monitoring: baselines, drift and quality of captured traffic, alerts and actions."""
