@@ -7,7 +7,7 @@ this module records what users ask for and reads it back.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -47,10 +47,6 @@ def next_run(cron: str, after: datetime) -> datetime:
     """The first time ``cron`` fires after ``after`` (UTC)."""
     found: datetime = croniter(cron, after).get_next(datetime)
     return found
-
-
-async def one_chunk(data: bytes) -> AsyncIterator[bytes]:
-    yield data
 
 
 class MonitoringService:
@@ -95,14 +91,8 @@ class MonitoringService:
         actor: str,
         then: Any = None,
     ) -> ArtifactVersion:
-        return await self.artifacts.upload(
-            db,
-            project_id,
-            path,
-            one_chunk(data),
-            content_type=content_type,
-            actor=actor,
-            then=then,
+        return await self.artifacts.put(
+            db, project_id, path, data, content_type=content_type, actor=actor, then=then
         )
 
     # --- baselines --------------------------------------------------------------------------

@@ -122,6 +122,26 @@ class ArtifactService:
             await anyio.to_thread.run_sync(self.discard_blob, written.blob_key)
             raise
 
+    async def put(
+        self,
+        db: Database,
+        project_id: str,
+        path: str,
+        data: bytes,
+        *,
+        content_type: str,
+        actor: str,
+        then: Callable[[Session, ArtifactVersion], None] | None = None,
+    ) -> ArtifactVersion:
+        """``upload`` of bytes already in memory (a report, a capture batch, a small body)."""
+
+        async def whole() -> AsyncIterator[bytes]:
+            yield data
+
+        return await self.upload(
+            db, project_id, path, whole(), content_type=content_type, actor=actor, then=then
+        )
+
     def discard_blob(self, blob_key: str) -> None:
         self.blobs.delete(blob_key)
 

@@ -6,6 +6,7 @@ Prometheus gauges; and the bad input the issue names."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -103,21 +104,39 @@ def _gateway(server: RunningServer, tenant: Tenant) -> httpx.Client:
 
 
 def _traffic(server: RunningServer, tenant: Tenant, endpoint: str, rows: Any) -> list[str]:
-    """Invoke once per row through the gateway; the capture event ids of the answers."""
+    """Invoke once per row through the gateway; the capture event ids of the answers, once
+    the gateway has written every one of them to the store."""
     ids = []
     with _gateway(server, tenant) as gateway:
         for row in rows:
             r = gateway.post(f"/endpoints/{endpoint}/invocations", json={"features": list(row)})
             assert r.status_code == 200, r.text
             ids.append(r.headers["x-shipyard-event-id"])
+    _wait_captured(server, tenant, endpoint, set(ids))
     return ids
+
+
+def _wait_captured(
+    server: RunningServer, tenant: Tenant, endpoint: str, ids: set[str], timeout: float = 30
+) -> None:
+    prefix = f"capture/{endpoint}/"
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    with server.admin() as admin:
+        while not ids <= seen:
+            assert time.monotonic() < deadline, f"{len(ids - seen)} records never captured"
+            time.sleep(0.2)
+            listed = admin.get(f"{base(tenant)}/artifacts", params={"prefix": prefix}).json()
+            seen = set()
+            for item in listed:
+                data = admin.get(f"{base(tenant)}/artifacts/{item['path']}").content
+                seen |= {json.loads(line)["event_id"] for line in data.splitlines() if line}
 
 
 def _run(
     client: httpx.Client, tenant: Tenant, monitor: str, start: datetime, timeout: float = 60
 ) -> dict[str, Any]:
-    """Run now over [start, now) once the captures are in; the finished execution."""
-    time.sleep(0.6)  # the gateway writes its capture batches every 0.2 s
+    """Run now over [start, now); the finished execution."""
     url = f"{base(tenant)}/monitoring/schedules/{monitor}/run"
     r = client.post(url, json={"start": start.isoformat()})
     assert r.status_code == 202, r.text

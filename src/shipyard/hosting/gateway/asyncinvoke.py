@@ -24,7 +24,7 @@ import contextlib
 import logging
 import re
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -176,10 +176,6 @@ async def _awaited(work: Callable[[], Awaitable[T]]) -> T:
     return await work()
 
 
-async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
-    yield data
-
-
 class AsyncInference:
     """The accepting half (called by the app) and the worker half (a task on its loop)."""
 
@@ -274,11 +270,11 @@ class AsyncInference:
             def then(s: Session, stored: ArtifactVersion) -> None:
                 async_repository.add(s, queued(stored.path, stored.version))
 
-            await self._artifacts.upload(
+            await self._artifacts.put(
                 self._db,
                 endpoint.project_id,
                 input_path,
-                _one_chunk(body),
+                body,
                 content_type=headers.content_type or "application/octet-stream",
                 actor=caller.principal.actor,
                 then=then,
@@ -470,11 +466,11 @@ class AsyncInference:
             self._emit(s, row, event)
 
         try:
-            await self._artifacts.upload(
+            await self._artifacts.put(
                 self._db,
                 item.project_id,
                 path,
-                _one_chunk(data),
+                data,
                 content_type=content_type,
                 actor="gateway",
                 then=then,

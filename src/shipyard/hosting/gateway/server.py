@@ -22,7 +22,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Collection, Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import uvicorn
@@ -222,15 +222,12 @@ class Gateway:
         if self._capture_loop is None:
             self._capture_loop = asyncio.new_event_loop()
 
-        async def body() -> AsyncIterator[bytes]:
-            yield data
-
         self._capture_loop.run_until_complete(
-            self.artifacts.upload(
+            self.artifacts.put(
                 self.db,
                 project_id,
                 ArtifactService.clean_path(path),
-                body(),
+                data,
                 content_type="application/x-ndjson",
                 actor="gateway",
             )
