@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from shipyard.db.engine import Database
-from shipyard.kit.ids import utcnow
+from shipyard.kit.ids import as_utc, utcnow
 from shipyard.kit.leases import new_owner_id, owner_is_dead
 from shipyard.kit.loops import BackgroundLoop
 from shipyard.monitoring.repository import monitoring_repository as repo
@@ -70,7 +70,7 @@ class MonitoringController(BackgroundLoop):
                 schedule = repo.schedule_by_id(s, schedule_id)
                 if schedule is None:
                     continue
-                fired = _utc(seen)
+                fired = as_utc(seen)
                 if not repo.advance(s, schedule_id, seen, next_run(schedule.cron, now)):
                     continue  # another process fired it
                 start = fired - timedelta(seconds=schedule.window_s)
@@ -107,7 +107,3 @@ class MonitoringController(BackgroundLoop):
                 self._events_loop.run_until_complete(self.runner.follow_retrain(execution))
             except Exception:
                 log.exception("retraining of execution %s: cannot register", execution.id)
-
-
-def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)

@@ -100,11 +100,11 @@ class MonitoringRepository:
         return s.scalars(query.order_by(Execution.created_at.desc()).limit(limit)).all()
 
     def runnable(self, s: Session, now: datetime, limit: int = 10) -> list[tuple[str, str | None]]:
-        """(id, lease owner) of pending executions, and of running ones whose lease lapsed."""
-        lapsed = and_(Execution.status == RUNNING, Execution.lease_until < now)
+        """(id, lease owner) of pending and running executions: ``claim`` takes a running one
+        only if its lease lapsed or its owner is dead."""
         query = (
             select(Execution.id, Execution.lease_owner)
-            .where(or_(Execution.status == PENDING, lapsed, Execution.status == RUNNING))
+            .where(Execution.status.in_((PENDING, RUNNING)))
             .order_by(Execution.created_at)
             .limit(limit)
         )

@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,7 +34,7 @@ from shipyard.events.service import EventService
 from shipyard.hosting.fleet import CAPTURE_PREFIX
 from shipyard.jobs.schemas import JobCreate, JobStatus
 from shipyard.jobs.service import JobService
-from shipyard.kit.ids import utcnow
+from shipyard.kit.ids import as_utc, utcnow
 from shipyard.monitoring import capture, drift, quality, report
 from shipyard.monitoring.models import Execution, Schedule
 from shipyard.monitoring.repository import COMPLETED, FAILED
@@ -45,7 +45,6 @@ from shipyard.monitoring.statistics import Constraints, Statistics
 from shipyard.registry.schemas import ModelGroupCreate, ModelVersionCreate
 from shipyard.registry.service import RegistryService
 from shipyard.security.models import Project, Team
-from shipyard.storage.models import ArtifactVersion
 
 MAX_FILES = 100_000
 _OPS = {
@@ -105,7 +104,7 @@ class MonitoringRunner:
             raise
 
     async def _compute(self, schedule: Schedule, execution: Execution, tmp: Path) -> Outcome:
-        start, end = _utc(execution.window_start), _utc(execution.window_end)
+        start, end = as_utc(execution.window_start), as_utc(execution.window_end)
         files = await self._captures(schedule, start, end, tmp / "capture")
         if schedule.kind == Kind.MODEL_QUALITY:
             return await self._model_quality(schedule, files, start, end, tmp)
@@ -115,14 +114,23 @@ class MonitoringRunner:
         self, schedule: Schedule, start: datetime, end: datetime, into: Path
     ) -> list[Path]:
         prefix = f"{CAPTURE_PREFIX}/{schedule.endpoint_name}/"
+        return await self._download(
+            schedule, prefix, into, lambda path: _hour_overlaps(path, start, end)
+        )
+
+    async def _download(
+        self, schedule: Schedule, prefix: str, into: Path, keep: Callable[[str], bool]
+    ) -> list[Path]:
+        """The latest version of every artifact under ``prefix`` that ``keep`` wants, as
+        local files (decrypted, checked against their digest)."""
         with self.db.read() as s:
             rows = self.service.artifacts.list_latest(s, schedule.project_id, prefix, MAX_FILES)
-        chosen = [row for row in rows if _hour_overlaps(row.path, start, end)]
         into.mkdir(parents=True, exist_ok=True)
-        return [await self._fetch(row, into / f"{index}.jsonl") for index, row in enumerate(chosen)]
-
-    async def _fetch(self, row: ArtifactVersion, dest: Path) -> Path:
-        return await self.service.download(self.db, row, dest)
+        chosen = [row for row in rows if keep(row.path)]
+        return [
+            await self.service.download(self.db, row, into / f"{index}.jsonl")
+            for index, row in enumerate(chosen)
+        ]
 
     async def _data_quality(
         self, schedule: Schedule, files: Sequence[Path], start: datetime, end: datetime
@@ -171,10 +179,7 @@ class MonitoringRunner:
 
     async def _ground_truth(self, schedule: Schedule, into: Path) -> list[Path]:
         prefix = ground_truth_prefix(schedule.endpoint_name)
-        with self.db.read() as s:
-            rows = self.service.artifacts.list_latest(s, schedule.project_id, prefix, MAX_FILES)
-        into.mkdir(parents=True, exist_ok=True)
-        return [await self._fetch(row, into / f"{index}.jsonl") for index, row in enumerate(rows)]
+        return await self._download(schedule, prefix, into, lambda path: True)
 
     # --- recording, alerts, actions --------------------------------------------------------
 
@@ -185,11 +190,22 @@ class MonitoringRunner:
         report_path, html_path = f"{directory}/report.json", f"{directory}/report.html"
         actor = "monitoring"
         body = orjson.dumps(outcome.report, option=orjson.OPT_INDENT_2)
-        await self.service.write(
-            self.db, schedule.project_id, report_path, body, "application/json", actor
+        put = self.service.artifacts.put
+        await put(
+            self.db,
+            schedule.project_id,
+            report_path,
+            body,
+            content_type="application/json",
+            actor=actor,
         )
-        await self.service.write(
-            self.db, schedule.project_id, html_path, outcome.html.encode(), "text/html", actor
+        await put(
+            self.db,
+            schedule.project_id,
+            html_path,
+            outcome.html.encode(),
+            content_type="text/html",
+            actor=actor,
         )
         alerts = broken_rules(
             [Rule.model_validate(rule) for rule in schedule.rules],
@@ -512,7 +528,3 @@ def _hour_overlaps(path: str, start: datetime, end: datetime) -> bool:
     except (ValueError, TypeError):
         return False
     return hour < end and hour + timedelta(hours=1) > start
-
-
-def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)

@@ -81,20 +81,6 @@ class MonitoringService:
         document: dict[str, Any] = orjson.loads(b"".join([piece async for piece in download]))
         return document
 
-    async def write(
-        self,
-        db: Database,
-        project_id: str,
-        path: str,
-        data: bytes,
-        content_type: str,
-        actor: str,
-        then: Any = None,
-    ) -> ArtifactVersion:
-        return await self.artifacts.put(
-            db, project_id, path, data, content_type=content_type, actor=actor, then=then
-        )
-
     # --- baselines --------------------------------------------------------------------------
 
     async def create_baseline(
@@ -122,8 +108,13 @@ class MonitoringService:
         directory = baseline_dir(body.name, version)
         json_type = "application/json"
         stats_bytes = orjson.dumps(statistics.to_json(), option=orjson.OPT_INDENT_2)
-        await self.write(
-            db, project_id, f"{directory}/statistics.json", stats_bytes, json_type, actor
+        await self.artifacts.put(
+            db,
+            project_id,
+            f"{directory}/statistics.json",
+            stats_bytes,
+            content_type=json_type,
+            actor=actor,
         )
         recorded: list[Baseline] = []
 
@@ -148,13 +139,13 @@ class MonitoringService:
 
         constraints_bytes = orjson.dumps(constraints.to_json(), option=orjson.OPT_INDENT_2)
         try:
-            await self.write(
+            await self.artifacts.put(
                 db,
                 project_id,
                 f"{directory}/constraints.json",
                 constraints_bytes,
-                json_type,
-                actor,
+                content_type=json_type,
+                actor=actor,
                 then=record,
             )
         except IntegrityError as exc:  # two creates of the same name at once
@@ -225,7 +216,14 @@ class MonitoringService:
                 field="constraints",
             )
         data = orjson.dumps(constraints.to_json(), option=orjson.OPT_INDENT_2)
-        await self.write(db, project_id, baseline.constraints_path, data, "application/json", actor)
+        await self.artifacts.put(
+            db,
+            project_id,
+            baseline.constraints_path,
+            data,
+            content_type="application/json",
+            actor=actor,
+        )
         return constraints.to_json()
 
     # --- schedules --------------------------------------------------------------------------
@@ -384,5 +382,7 @@ class MonitoringService:
         now = utcnow()
         path = f"{ground_truth_prefix(endpoint)}{now:%Y/%m/%d/%H}/{new_id()}.jsonl"
         lines = b"".join(orjson.dumps(label.model_dump()) + b"\n" for label in body.labels)
-        await self.write(db, project_id, path, lines, "application/x-ndjson", actor)
+        await self.artifacts.put(
+            db, project_id, path, lines, content_type="application/x-ndjson", actor=actor
+        )
         return schemas.GroundTruthOut(accepted=len(body.labels), path=path)
