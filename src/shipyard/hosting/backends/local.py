@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from shipyard.hosting.backends.base import Placed, ReplicaExited, ReplicaLaunch
-from shipyard.kit.confine import confine
+from shipyard.kit.confine import confined
 from shipyard.kit.files import ensure_private_dir
 
 LOOPBACK = "127.0.0.1"
@@ -106,6 +106,8 @@ class LocalReplicaBackend:
             "--predict",
             launch.predict,
         ]
+        memory = launch.memory_mib * 1024 * 1024 if launch.memory_mib else None
+        cmd = confined(cmd, self._cpus.take(launch.cpus), memory)
         fd = os.open(launch.work_dir / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             proc = subprocess.Popen(
@@ -119,15 +121,6 @@ class LocalReplicaBackend:
             )
         finally:
             os.close(fd)
-        memory = launch.memory_mib * 1024 * 1024 if launch.memory_mib else None
-        try:
-            confine(proc.pid, self._cpus.take(launch.cpus), memory)
-        except ProcessLookupError:
-            pass  # it already ended: ready_port() reports why
-        except OSError as exc:  # a replica without its limits would be a silent overcommit
-            proc.kill()
-            proc.wait()
-            raise ReplicaExited(f"cannot apply the instance type's limits: {exc}") from exc
         with self._lock:
             self._children[proc.pid] = proc
         return Placed(LOOPBACK, proc.pid, str(launch.work_dir))

@@ -1,8 +1,8 @@
 """One job instance as a local process group, sized like its instance type.
 
 Each instance runs in its own session (its own process group), so a stop reaches every
-process the user's script started. CPUs are pinned and memory is capped right after the
-spawn (``kit.confine``). stdout and stderr go to one log file per instance, which the platform
+process the user's script started. CPUs are pinned and memory is capped before the command
+runs (``kit.confine``). stdout and stderr go to one log file per instance, which the platform
 stores and streams. Stopping is SIGTERM to the group, a grace
 period for the script to save a checkpoint, then SIGKILL.
 """
@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shipyard.kit.confine import confine
+from shipyard.kit.confine import confined
 from shipyard.kit.files import open_private_append
 
 
@@ -49,7 +49,7 @@ class InstanceProcess:
         self.log_path = log_path
         with open_private_append(log_path) as log:
             self._proc = subprocess.Popen(
-                list(command),
+                confined(command, limits.cpus, limits.memory_bytes),
                 env=dict(env),
                 cwd=cwd,
                 stdin=subprocess.DEVNULL,
@@ -58,11 +58,6 @@ class InstanceProcess:
                 start_new_session=True,  # its own process group: stop reaches every child
                 umask=0o077,  # what the job writes (model, checkpoints) is the job's alone
             )
-        try:
-            confine(self._proc.pid, limits.cpus, limits.memory_bytes)
-        except OSError:
-            self.kill()
-            raise
 
     @property
     def pid(self) -> int:
