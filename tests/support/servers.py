@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from shipyard.kit.tls import client_ssl_context
+
 PG_ADMIN_DSN = os.environ.get("SHIPYARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -86,6 +88,7 @@ class RunningServer:
 
     def client(self, token: str | None = None, **kwargs: object) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        kwargs.setdefault("verify", client_ssl_context())
         return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kwargs)  # type: ignore[arg-type]
 
     def admin(self) -> httpx.Client:

@@ -37,6 +37,7 @@ from shipyard.kit.ids import new_id, utcnow
 from shipyard.kit.leases import new_owner_id
 from shipyard.kit.loops import BackgroundLoop
 from shipyard.kit.netguard import AllowList, CheckedTarget, IPAddress, UnsafeTarget, check_url
+from shipyard.kit.tls import client_ssl_context
 
 log = logging.getLogger("shipyard.events")
 
@@ -247,6 +248,7 @@ class WebhookDispatcher(BackgroundLoop):
             timeout=self.settings.webhook_timeout_s,
             follow_redirects=False,
             trust_env=False,  # a proxy from the environment would resolve the name itself
+            verify=client_ssl_context(trust_env=False),
             transport=self._transport,
         ) as client:
             request = client.build_request(

@@ -66,6 +66,7 @@ from shipyard.hosting.service import NEVER_SERVED, config_spec, endpoint_event_d
 from shipyard.jobs.catalog import Catalog
 from shipyard.kit.files import ensure_private_dir
 from shipyard.kit.ids import new_id, utcnow
+from shipyard.kit.tls import client_ssl_context
 from shipyard.registry.service import RegistryService
 from shipyard.storage.service import ArtifactService
 
@@ -181,7 +182,7 @@ class EndpointDriver:
         self.cooldowns: dict[str, Cooldowns] = {}
         self.activity: dict[str, float] = {}
         self.last_health = 0.0
-        self.http = httpx.Client(timeout=PING_TIMEOUT_S)
+        self.http = httpx.Client(timeout=PING_TIMEOUT_S, verify=client_ssl_context())
 
     # --- the loop ----------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from shipyard.hosting.models import Endpoint, Promotion
 from shipyard.hosting.repository import hosting_repository as repo
 from shipyard.hosting.service import HostingService, config_spec, slug
 from shipyard.kit.ids import utcnow
+from shipyard.kit.tls import client_ssl_context
 from shipyard.registry.models import ModelVersion
 
 log = logging.getLogger("shipyard.hosting")
@@ -288,7 +289,7 @@ class PromotionRunner:
             return
         url = self._replica_url()
         latencies: list[float] = []
-        with httpx.Client(timeout=30) as client:
+        with httpx.Client(timeout=30, verify=client_ssl_context()) as client:
             for _ in range(TEST_CALLS):
                 started = time.perf_counter()
                 try:

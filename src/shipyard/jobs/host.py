@@ -26,6 +26,7 @@ import httpx
 from shipyard.jobs import runtime
 from shipyard.jobs.backends.process import InstanceProcess, Limits
 from shipyard.kit.files import open_private_append, write_private
+from shipyard.kit.tls import client_ssl_context
 
 DOWNLOAD_TIMEOUT_S = 300.0
 LOG_CHUNK_BYTES = 1024 * 1024
@@ -75,7 +76,9 @@ def _download_client() -> httpx.Client:
     global _client
     with _client_lock:
         if _client is None:
-            _client = httpx.Client(timeout=DOWNLOAD_TIMEOUT_S, follow_redirects=False)
+            _client = httpx.Client(
+                timeout=DOWNLOAD_TIMEOUT_S, follow_redirects=False, verify=client_ssl_context()
+            )
         return _client
 
 

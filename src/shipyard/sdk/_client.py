@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 import httpx
 
+from shipyard.kit.tls import client_ssl_context
 from shipyard.sdk._artifacts import Artifacts, split_project
 from shipyard.sdk._auth import BearerAuth
 from shipyard.sdk._config import Profile, profile_name, resolve, save_profile
@@ -72,6 +73,7 @@ class Session:
             timeout=httpx.Timeout(timeout, connect=10.0),
             headers={"User-Agent": USER_AGENT},
             transport=transport,
+            verify=client_ssl_context(),
         )
 
     @classmethod
@@ -79,7 +81,9 @@ class Session:
         """Log in with a password; the session holds a 1-hour token it refreshes by itself."""
         with (
             mapped_transport_errors(url),
-            httpx.Client(base_url=url.rstrip("/"), timeout=timeout) as anon,
+            httpx.Client(
+                base_url=url.rstrip("/"), timeout=timeout, verify=client_ssl_context()
+            ) as anon,
         ):
             pair = check(
                 anon.post("/api/v1/auth/token", json={"username": username, "password": password})
