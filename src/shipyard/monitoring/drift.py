@@ -40,8 +40,6 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import numpy as np
-from scipy import stats as scipy_stats
-from scipy.spatial.distance import jensenshannon
 
 from shipyard.monitoring._duck import (
     DEFAULT_MEMORY_LIMIT,
@@ -391,6 +389,10 @@ def psi(expected: np.ndarray[Any, Any], actual: np.ndarray[Any, Any]) -> float:
 
 def js_distance(expected: np.ndarray[Any, Any], actual: np.ndarray[Any, Any]) -> float:
     """Jensen-Shannon distance (base 2: 0 = same shares, 1 = disjoint)."""
+    # SciPy is imported on first use here and below: it is a second of start-up for every
+    # API process, which imports this module for its monitoring controller.
+    from scipy.spatial.distance import jensenshannon
+
     return float(jensenshannon(expected / expected.sum(), actual / actual.sum(), base=2))
 
 
@@ -402,6 +404,8 @@ def ks_from_counts(
     gaps = np.abs(np.cumsum(expected) / n - np.cumsum(actual) / m)
     statistic = float(gaps.max())
     effective = max(1, round(n * m / (n + m)))
+    from scipy import stats as scipy_stats
+
     return statistic, float(scipy_stats.kstwo.sf(statistic, effective))
 
 
@@ -413,6 +417,8 @@ def chi2_homogeneity(
     table = table[:, table.sum(axis=0) > 0]  # a bin empty in both says nothing
     if table.shape[1] < 2:
         return 0.0, 1.0
+    from scipy import stats as scipy_stats
+
     result = scipy_stats.chi2_contingency(table, correction=False)
     return float(result.statistic), float(result.pvalue)
 

@@ -18,7 +18,6 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
-from sklearn import metrics
 
 Problem = Literal["classification", "regression"]
 
@@ -65,6 +64,9 @@ def _present(value: Any) -> bool:
 
 
 def _regression(predicted: np.ndarray[Any, Any], actual: np.ndarray[Any, Any]) -> dict[str, float]:
+    # scikit-learn is imported on first use (here and below), not by every API process.
+    from sklearn import metrics
+
     result = {
         "count": float(len(actual)),
         "rmse": float(np.sqrt(metrics.mean_squared_error(actual, predicted))),
@@ -78,6 +80,8 @@ def _regression(predicted: np.ndarray[Any, Any], actual: np.ndarray[Any, Any]) -
 def _classification(
     predicted: np.ndarray[Any, Any], actual: np.ndarray[Any, Any], threshold: float
 ) -> dict[str, float]:
+    from sklearn import metrics
+
     scores = _scores(predicted)
     labels = (scores >= threshold).astype(np.float64) if scores is not None else predicted
     binary = set(np.unique(actual).tolist()) <= {0.0, 1.0} and actual.dtype != object

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import types
 
+import pytest
+
 import shipyard
 import shipyard.sdk as sdk
 
@@ -29,7 +31,27 @@ def test_every_exported_object_comes_from_a_private_module() -> None:
 
 def test_top_level_package_reexports_the_sdk() -> None:
     assert shipyard.Session is sdk.Session
-    assert set(sdk.__all__) <= set(shipyard.__all__)
+    assert shipyard.__all__ == ["__version__", *sdk.__all__]
+    assert set(sdk.__all__) <= set(dir(shipyard))
+
+
+def test_import_shipyard_leaves_the_sdk_until_a_name_of_it_is_used() -> None:
+    """Every platform process imports ``shipyard``; only those that use the SDK pay for it."""
+    code = (
+        "import sys, shipyard\n"
+        "print('httpx' in sys.modules, 'shipyard.sdk' in sys.modules)\n"
+        "shipyard.Session\n"
+        "print('shipyard.sdk' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["False", "False", "True"]
+
+
+def test_an_unknown_top_level_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = shipyard.no_such_name  # type: ignore[attr-defined]
 
 
 def test_import_shipyard_pulls_in_nothing_server_side() -> None:
