@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     # How long a request waits for a serverless variant at zero to get a replica (then 503),
     # and for a model's answer (then 424 ModelError, as SageMaker's 60 s).
     gateway_cold_start_wait_s: float = 30.0
+    # How often the gateway reads changed endpoint routes (a name it does not know makes it
+    # read at once, so a new endpoint never waits for this).
+    gateway_routes_poll_s: float = Field(default=0.25, gt=0)
     gateway_model_timeout_s: float = 60.0
     # Asynchronous inference: how often each gateway looks for queued requests (it looks at
     # once when it queued one itself) and how many it runs at a time.

@@ -27,8 +27,6 @@ from typing import Any
 
 import boto3
 import httpx
-import joblib
-import numpy as np
 import pytest
 from botocore.config import Config
 from sqlalchemy import create_engine, select
@@ -45,9 +43,38 @@ LEASE_OWNER = "gateway-tests"
 ROUTES_SETTLE_S = 0.8  # the gateway polls every 250 ms
 
 # Echoes custom attributes back, and fails on request, so both paths can be seen end to end.
+# A logistic regression in NumPy (weights.json), not an unpickled scikit-learn model: each of
+# the five replicas would import scikit-learn, SciPy and pandas for it (~1.5 s of CPU).
 SCRIPT = """
+    import json
+    import os
+
+    import numpy as np
+
+
     class Refused(Exception):
         status_code = 500
+
+
+    class Logistic:
+        def __init__(self, coef, intercept):
+            self.coef, self.intercept = np.asarray(coef), intercept
+
+        def predict_proba(self, data):
+            rows = np.atleast_2d(np.asarray(data, dtype=np.float64))
+            if rows.shape[1] != len(self.coef):  # worded as scikit-learn words it
+                raise ValueError(
+                    f"X has {rows.shape[1]} features, but the model is expecting "
+                    f"{len(self.coef)} features as input."
+                )
+            positive = 1 / (1 + np.exp(-(rows @ self.coef + self.intercept)))
+            return np.column_stack([1 - positive, positive])
+
+
+    def model_fn(model_dir):
+        with open(os.path.join(model_dir, "weights.json")) as f:
+            weights = json.load(f)
+        return Logistic(weights["coef"], weights["intercept"])
 
 
     def predict_fn(data, model, context):
@@ -100,7 +127,7 @@ class Replica:
 
 def _launch(model_dir: Path, version: str) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "shipyard.hosting.modelserver", "--model-dir", str(model_dir)]
-    cmd += ["--flavor", "sklearn", "--port", "0", "--model-version", version]
+    cmd += ["--flavor", "custom", "--port", "0", "--model-version", version]
     return subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent
     )
@@ -126,15 +153,11 @@ def _ready_port(proc: subprocess.Popen[bytes], timeout: float = 90) -> int:
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 10-feature LogisticRegression with an inference.py (custom attributes, crashes)."""
+    """A 10-feature logistic model with an inference.py (custom attributes, crashes)."""
     path = tmp_path_factory.mktemp("gateway-model") / "model"
     path.mkdir()
-    rng = np.random.default_rng(3)
-    features = rng.normal(size=(300, 10))
-    labels = (features[:, 0] - features[:, 3] > 0).astype(int)
-    from sklearn.linear_model import LogisticRegression
-
-    joblib.dump(LogisticRegression().fit(features, labels), path / "model.joblib")
+    coef = [1.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]  # class 1 when x0 > x3
+    (path / "weights.json").write_text(json.dumps({"coef": coef, "intercept": 0.0}))
     (path / "inference.py").write_text(textwrap.dedent(SCRIPT))
     return path
 
@@ -208,8 +231,10 @@ class World:
         capture: CaptureRoute | None = None,
         project: str | None = None,
         status: str = "InService",
+        settle: bool = True,
     ) -> str:
-        """Write the endpoint row with its routes, as the endpoint controller would; its id."""
+        """Write the endpoint row with its routes, as the endpoint controller would; its id.
+        With ``settle``, once the gateway's poller has surely read it."""
         team_id, project_id = self.ids(project)
         route = EndpointRoute(
             name=name,
@@ -238,7 +263,8 @@ class World:
             row.routes = route.to_json()
             s.flush()
             endpoint_id = row.id
-        time.sleep(ROUTES_SETTLE_S)
+        if settle:
+            time.sleep(ROUTES_SETTLE_S)
         return endpoint_id
 
     def traffic(self, endpoint_id: str) -> dict[str, EndpointTraffic]:

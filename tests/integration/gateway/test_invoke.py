@@ -103,6 +103,26 @@ def test_unknown_endpoint_and_variant_are_validation_errors(world: World, main: 
         )
 
 
+def test_an_endpoint_is_invocable_as_soon_as_it_is_in_service(
+    world: World, replicas: dict[str, Replica]
+) -> None:
+    """Between two polls the gateway does not know the endpoint yet: the request makes it read
+    the table at once instead of answering "not found" (as soon as the API says InService)."""
+    with world.http() as http:
+        for attempt in range(5):
+            name = f"fresh-{attempt}"
+            world.publish(name, [variant("A", [replicas["a1"]])], settle=False)
+            r = http.post(f"/endpoints/{name}/invocations", content=BODY)
+            assert r.status_code == 200, r.text
+            assert r.headers["x-amzn-invoked-production-variant"] == "A"
+    started = time.monotonic()
+    with pytest.raises(world.client().exceptions.ValidationError, match="never-made not found"):
+        world.client().invoke_endpoint(
+            EndpointName="never-made", Body=BODY, ContentType="application/json"
+        )
+    assert time.monotonic() - started < 1.5  # one fresh read, not the whole wait
+
+
 def test_model_refusal_is_a_model_error(world: World, main: str) -> None:
     client = world.client()
     with pytest.raises(client.exceptions.ModelError) as caught:

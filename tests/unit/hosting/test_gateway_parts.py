@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
@@ -160,6 +161,37 @@ def test_unserved_statuses_and_deleted_rows_leave_the_table() -> None:
     assert "a" in table.endpoints
     table.apply([], set())
     assert table.endpoints == {} and table.pools() == []
+
+
+def test_a_miss_waits_for_a_read_that_began_after_it() -> None:
+    """The poller's read 1 was already under way (it may predate the endpoint); the lookup
+    must wait for read 2, which brings the endpoint, and not settle for read 1."""
+    route = EndpointRoute("new", "t", "p", "dev", "InService", (_variant("A"),)).to_json()
+    requested: list[int] = []
+
+    async def scenario() -> tuple[LiveEndpoint | None, LiveEndpoint | None, float]:
+        table = RouteTable(StatsRegistry())
+        loop = asyncio.get_running_loop()
+
+        def request_read() -> int:
+            requested.append(2)
+            loop.call_later(0.05, table.read_done, 1)
+            row = RouteRow("e1", "new", "InService", 1, route)
+            loop.call_later(0.1, table.apply, [row], {"e1"})
+            loop.call_later(0.1, table.read_done, 2)
+            return 2
+
+        table.follow(request_read)
+        started = loop.time()
+        found = await table.find("new")
+        elapsed = loop.time() - started
+        unknown = await table.find("nobody", timeout_s=0.2)  # no read comes: gives up
+        return found, unknown, elapsed
+
+    found, unknown, elapsed = asyncio.run(scenario())
+    assert found is not None and found.name == "new"
+    assert 0.09 <= elapsed < 1.0
+    assert unknown is None and requested == [2, 2]
 
 
 def test_model_error_carries_the_modeled_fields() -> None:

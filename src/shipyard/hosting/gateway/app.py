@@ -189,7 +189,7 @@ class GatewayApp:
         body = await _read_body(receive, self._max_body)
         caller = await self._authenticate(request, scope, body)
         name = scope["path"][len(_PREFIX) : -len(suffix)]
-        endpoint = self.table.endpoints.get(name)
+        endpoint = await self.table.find(name)
         if endpoint is None:
             raise errors.endpoint_not_found(name)
         if not caller.may_invoke(endpoint.id, endpoint.team_id, endpoint.project_id):

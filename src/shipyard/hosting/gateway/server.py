@@ -22,7 +22,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import uvicorn
@@ -129,6 +129,7 @@ class Gateway:
             async_inference=self.async_inference,
         )
         self._poller: RoutePoller | None = None
+        self._routes_poll_s = settings.gateway_routes_poll_s
         self._background = ThreadPoolExecutor(2, thread_name_prefix="gateway-bg")
         self._stop_flusher = threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, name="gateway-traffic")
@@ -141,13 +142,19 @@ class Gateway:
     async def start(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
 
-        def deliver(rows: list[RouteRow], present: Collection[str]) -> None:
-            loop.call_soon_threadsafe(self.table.apply, rows, present)
+        def apply(found: tuple[list[RouteRow], set[str]] | None, number: int) -> None:
+            if found is not None:
+                self.table.apply(*found)
+            self.table.read_done(number)
 
-        poller = RoutePoller(self.db, deliver)
+        def deliver(found: tuple[list[RouteRow], set[str]] | None, number: int) -> None:
+            loop.call_soon_threadsafe(apply, found, number)
+
+        poller = RoutePoller(self.db, deliver, self._routes_poll_s)
         first = await loop.run_in_executor(self._background, poller.read)
         if first is not None:
             self.table.apply(*first)
+        self.table.follow(poller.read_soon)
         self._poller = poller
         poller.start()
         self._flusher.start()

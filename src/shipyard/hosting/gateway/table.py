@@ -1,12 +1,20 @@
 """The in-memory routing table, and the poller that keeps it in step with the DB.
 
 The endpoint controller publishes each endpoint's ``EndpointRoute`` in its row
-(hosting/routes.py). A poller thread asks for every row's version every ~250 ms (one narrow
-query) and reads only the rows whose version changed; the event loop then compiles them
-into ``LiveEndpoint`` objects (cumulative weights, one connection pool per replica, header
-bytes) and swaps ``RouteTable.endpoints`` in one assignment. A request reads that dict once,
-so it sees one published generation throughout, and never waits for the DB: when the DB
-is unreachable the gateway goes on serving the last table it read.
+(hosting/routes.py). A poller thread asks for every row's version every
+``gateway_routes_poll_s`` (250 ms; one narrow query) and reads only the rows whose version
+changed; the event loop then compiles them into ``LiveEndpoint`` objects (cumulative
+weights, one connection pool per replica, header bytes) and swaps ``RouteTable.endpoints``
+in one assignment. A request reads that dict once, so it sees one published generation
+throughout, and never waits for the DB: when the DB is unreachable the gateway goes on
+serving the last table it read.
+
+The one exception is a name the table does not hold: the API may have put that endpoint in
+service since the last poll, and a caller who saw ``InService`` expects to invoke it at once
+(as on SageMaker). ``RouteTable.find`` then wakes the poller and waits, briefly, for a read
+that began after the request arrived. Only authenticated callers get that far, and
+concurrent misses share the poller's next read, so unknown names cost at most one narrow
+query at a time.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from shipyard.hosting.routes import CaptureRoute, EndpointRoute, VariantRoute
 log = logging.getLogger("shipyard.gateway")
 
 SERVED_STATUSES = frozenset({"InService", "Updating", "RollingBack"})
-POLL_INTERVAL_S = 0.25
+MISS_WAIT_S = 2.0  # how long a request for an unknown name waits for a fresh read
 DOWN_FOR_S = 1.0  # a replica that refused or reset is skipped this long
 
 
@@ -125,6 +133,14 @@ class RouteTable:
         self._pools: dict[tuple[str, str, int], ReplicaPool] = {}
         self._stats = stats
         self._changed: asyncio.Future[None] | None = None
+        self._request_read: Callable[[], int] | None = None
+        self._reads_done = 0
+        self._read_done: asyncio.Future[None] | None = None
+
+    def follow(self, request_read: Callable[[], int]) -> None:
+        """Ask ``request_read`` for a fresh read on a miss; it returns the number that read
+        will report to ``read_done``."""
+        self._request_read = request_read
 
     def apply(self, rows: list[RouteRow], present: Collection[str]) -> None:
         """On the event loop: compile changed rows, drop deleted ones, swap, wake waiters."""
@@ -148,6 +164,29 @@ class RouteTable:
             self._changed = asyncio.get_running_loop().create_future()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._changed), timeout_s)
+
+    def read_done(self, number: int) -> None:
+        """On the event loop: the poller's read ``number`` ended (applied, or failed)."""
+        self._reads_done = number
+        done, self._read_done = self._read_done, None
+        if done is not None and not done.done():
+            done.set_result(None)
+
+    async def find(self, name: str, timeout_s: float = MISS_WAIT_S) -> LiveEndpoint | None:
+        """The endpoint named ``name``; if the table lacks it, once more after a read of the
+        DB that began after this call (or ``timeout_s``, if the DB is slow)."""
+        endpoint = self.endpoints.get(name)
+        if endpoint is not None or self._request_read is None:
+            return endpoint
+        wanted = self._request_read()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._reads_done < wanted and (remaining := deadline - loop.time()) > 0:
+            if self._read_done is None or self._read_done.done():
+                self._read_done = loop.create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._read_done), remaining)
+        return self.endpoints.get(name)
 
     def live_ids(self) -> set[str]:
         return set(self._by_id)
@@ -216,19 +255,23 @@ class RouteTable:
 
 
 class RoutePoller:
-    """A thread that reads changed endpoint rows and hands them to the loop."""
+    """A thread that reads changed endpoint rows and hands them to the loop: every
+    ``interval_s``, or at once when ``read_soon`` asks."""
 
     def __init__(
         self,
         db: Database,
-        deliver: Callable[[list[RouteRow], Collection[str]], None],
-        interval_s: float = POLL_INTERVAL_S,
+        deliver: Callable[[tuple[list[RouteRow], set[str]] | None, int], None],
+        interval_s: float,
     ) -> None:
         self._db = db
         self._deliver = deliver
         self._interval = interval_s
         self._known: dict[str, int] = {}
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._begun = 0
         self._thread = threading.Thread(target=self._run, name="gateway-routes", daemon=True)
         self._failing = False
 
@@ -247,24 +290,42 @@ class RoutePoller:
             self._known[row.id] = row.row_version
         return rows, set(versions)
 
+    def read_soon(self) -> int:
+        """Wake the thread; the number of the first read that begins after this call."""
+        with self._lock:
+            number = self._begun + 1
+        self._wake.set()
+        return number
+
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._thread.join(5)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                found = self.read()
-            except Exception as exc:
-                if not self._failing:
-                    log.warning("routes: cannot read the DB (serving the last table): %s", exc)
-                self._failing = True
-                continue
-            if self._failing:
-                log.info("routes: reading the DB again")
-                self._failing = False
-            if found is not None:
-                self._deliver(*found)
+        while True:
+            self._wake.wait(self._interval)
+            if self._stop.is_set():
+                return
+            self._wake.clear()
+            with self._lock:
+                self._begun += 1
+                number = self._begun
+            self._deliver(self._read_logged(), number)
+
+    def _read_logged(self) -> tuple[list[RouteRow], set[str]] | None:
+        """``read``, or None while the DB cannot be read (logged once per outage)."""
+        try:
+            found = self.read()
+        except Exception as exc:
+            if not self._failing:
+                log.warning("routes: cannot read the DB (serving the last table): %s", exc)
+            self._failing = True
+            return None
+        if self._failing:
+            log.info("routes: reading the DB again")
+            self._failing = False
+        return found
