@@ -162,3 +162,17 @@ def tenant(server: RunningServer) -> Tenant:
 @pytest.fixture
 def tmp_home(tmp_path: Path) -> Path:
     return tmp_path / "home"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Whole files to a worker (their module-scoped servers start once), except the documents'
+    runs: each is a minute of one server, so they are spread over the workers."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFileDocsApart(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return nodeid if path.endswith("e2e/test_docs.py") else path
+
+    return ByFileDocsApart(config, log)

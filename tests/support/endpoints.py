@@ -5,6 +5,7 @@ tuned for quick fleets, waiting on endpoints, and traffic counters written as a 
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 import textwrap
 import time
@@ -59,6 +60,44 @@ def sklearn_model(seed: int = 0) -> bytes:
     return _pack({"model.joblib": buffer.getvalue()})
 
 
+# A logistic regression in NumPy behind an ``inference.py``: what a replica of a ``light_model``
+# imports is NumPy alone, where unpickling a scikit-learn model imports scikit-learn, SciPy and
+# pandas (~1.5 s of CPU per replica). Hosting tests that are about fleets, not about a flavor,
+# use it; the flavors have their own tests (test_modelserver.py, the transform tests).
+LIGHT_INFERENCE = """
+import json
+import os
+
+import numpy as np
+
+
+def model_fn(model_dir):
+    with open(os.path.join(model_dir, "weights.json")) as f:
+        weights = json.load(f)
+    return np.asarray(weights["coef"]), float(weights["intercept"])
+
+
+def predict_fn(data, model):
+    coef, intercept = model
+    rows = np.atleast_2d(np.asarray(data, dtype=np.float64))
+    if rows.shape[1] != len(coef):
+        raise ValueError(f"expected {len(coef)} features, got {rows.shape[1]}")
+    return (rows @ coef + intercept > 0).astype(int)
+"""
+
+
+def light_model(seed: int = 0) -> bytes:
+    """A ``custom``-flavor model answering 0 or 1 for rows of ``FEATURES`` numbers."""
+    rng = np.random.default_rng(seed)
+    weights = {"coef": rng.normal(size=FEATURES).tolist(), "intercept": seed * 0.1}
+    return _pack(
+        {
+            "weights.json": json.dumps(weights).encode(),
+            "inference.py": LIGHT_INFERENCE.encode(),
+        }
+    )
+
+
 def scripted_model(script: str) -> bytes:
     """A ``custom`` model: an ``inference.py`` (and a sklearn model it may load)."""
     with tarfile.open(fileobj=io.BytesIO(sklearn_model()), mode="r:gz") as inner:
@@ -73,10 +112,8 @@ FAILS_TO_LOAD = """
         raise RuntimeError("this model cannot be loaded")
 """
 PREDICT_RAISES = """
-    import joblib, os
-
     def model_fn(model_dir):
-        return joblib.load(os.path.join(model_dir, "model.joblib"))
+        return "loaded"
 
     def predict_fn(data, model):
         raise ValueError("this version is broken")
@@ -89,19 +126,26 @@ def register(
     group: str,
     model: bytes,
     *,
-    flavor: str = "sklearn",
+    flavor: str | None = None,
     example: Any = EXAMPLE,
     signature: dict[str, Any] | None = None,
 ) -> int:
     path = f"models/{group}-{unique('m')}.tar.gz"
     upload(client, tenant, path, model)
     client.post(f"{base(tenant)}/models", json={"name": group})  # 201, or 409: exists
+    flavor = flavor or _flavor_of(model)
     body: dict[str, Any] = {"artifact_path": path, "flavor": flavor, "example": example}
     if signature is not None:
         body["signature"] = signature
     r = client.post(f"{base(tenant)}/models/{group}/versions", json=body)
     assert r.status_code == 201, r.text
     return int(r.json()["version"])
+
+
+def _flavor_of(model: bytes) -> str:
+    """``custom`` for a packed model with an ``inference.py``, else ``sklearn``."""
+    with tarfile.open(fileobj=io.BytesIO(model), mode="r:gz") as tar:
+        return "custom" if "inference.py" in tar.getnames() else "sklearn"
 
 
 def approve(lead: httpx.Client, tenant: Tenant, group: str, version: int) -> None:

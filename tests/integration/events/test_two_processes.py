@@ -6,7 +6,13 @@ from collections import Counter
 from pathlib import Path
 
 from tests.conftest import make_tenant
-from tests.integration.events.helpers import RECEIVERS, allow, create_hook, deliveries, ping
+from tests.integration.events.helpers import (
+    RECEIVERS,
+    allow,
+    create_hook,
+    ping,
+    wait_delivery,
+)
 from tests.support.receiver import Receiver
 from tests.support.servers import start_server
 
@@ -30,7 +36,8 @@ def test_two_dispatchers_never_make_the_same_attempt(fresh_db_url: str, tmp_path
             hook = create_hook(one, tenant, receiver.url)
             sent = [ping(one if i % 2 else two, tenant, hook["id"]) for i in range(PINGS)]
             receiver.wait_for(lambda rs: len(rs) >= PINGS)
-            listed = deliveries(one, tenant, hook["id"])
+            # A dispatcher records the outcome after the receiver has answered: wait for it.
+            listed = [wait_delivery(one, tenant, hook["id"], s["delivery_id"]) for s in sent]
         ids = Counter(r.header("X-Shipyard-Delivery") for r in receiver.requests)
         assert set(ids) == {s["delivery_id"] for s in sent}
         assert set(ids.values()) == {1}, ids.most_common(3)

@@ -28,10 +28,10 @@ from tests.support.endpoints import (
     hosting_server,
     in_service,
     invoke_replica,
+    light_model,
     register,
     replicas,
     routes_of,
-    sklearn_model,
     wait_endpoint,
 )
 from tests.support.servers import RunningServer
@@ -58,7 +58,7 @@ def scientist(server: RunningServer, tenant: Tenant) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def version(scientist: httpx.Client, tenant: Tenant) -> int:
-    return register(scientist, tenant, "scaled", sklearn_model())
+    return register(scientist, tenant, "scaled", light_model())
 
 
 class Load:

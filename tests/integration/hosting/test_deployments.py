@@ -29,11 +29,11 @@ from tests.support.endpoints import (
     hosting_server,
     in_service,
     invoke_replica,
+    light_model,
     register,
     replicas,
     routes_of,
     scripted_model,
-    sklearn_model,
     wait_endpoint,
 )
 from tests.support.jobs import base
@@ -60,8 +60,8 @@ def c(server: RunningServer, tenant: Tenant) -> Iterator[dict[str, httpx.Client]
 @pytest.fixture(scope="module")
 def versions(c: dict[str, httpx.Client], tenant: Tenant) -> dict[str, int]:
     found = {
-        "v1": register(c["scientist"], tenant, "blue", sklearn_model(1)),
-        "v2": register(c["scientist"], tenant, "blue", sklearn_model(2)),
+        "v1": register(c["scientist"], tenant, "blue", light_model(1)),
+        "v2": register(c["scientist"], tenant, "blue", light_model(2)),
         "unloadable": register(
             c["scientist"], tenant, "blue", scripted_model(FAILS_TO_LOAD), flavor="custom"
         ),

@@ -18,11 +18,11 @@ from tests.support.endpoints import (
     gone,
     in_service,
     invoke_replica,
+    light_model,
     register,
     replica_processes,
     replicas,
     routed_replica_ids,
-    sklearn_model,
 )
 from tests.support.servers import RunningServer, start_server
 
@@ -41,7 +41,7 @@ def test_a_restarted_server_adopts_the_fleet_or_starts_it_again(
         tenant = make_tenant(first, ("lead", "scientist"))
         name = unique("survivor-")
         with first.client(tenant.keys["scientist"]) as scientist:
-            version = register(scientist, tenant, "churn", sklearn_model())
+            version = register(scientist, tenant, "churn", light_model())
             with first.client(tenant.keys["lead"]) as lead:
                 approve(lead, tenant, "churn", version)
             source = {"group": "churn", "version": version}

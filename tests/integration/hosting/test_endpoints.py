@@ -20,6 +20,7 @@ from tests.support.endpoints import (
     hosting_server,
     in_service,
     invoke_replica,
+    light_model,
     register,
     replicas,
     routed_replica_ids,
@@ -55,9 +56,9 @@ def clients(server: RunningServer, tenant: Tenant) -> Iterator[dict[str, httpx.C
 def churn(clients: dict[str, httpx.Client], tenant: Tenant) -> dict[str, int]:
     """``churn`` v1 (approved) and v2 (pending), registered by the scientist."""
     scientist = clients["scientist"]
-    v1 = register(scientist, tenant, "churn", sklearn_model(1))
+    v1 = register(scientist, tenant, "churn", light_model(1))
     approve(clients["lead"], tenant, "churn", v1)
-    v2 = register(scientist, tenant, "churn", sklearn_model(2))
+    v2 = register(scientist, tenant, "churn", light_model(2))
     return {"approved": v1, "pending": v2}
 
 

@@ -20,6 +20,7 @@ from tests.support.endpoints import (
     hosting_server,
     in_service,
     invoke_replica,
+    light_model,
     register,
     replicas,
     scripted_model,
@@ -76,7 +77,7 @@ def test_a_version_goes_dev_staging_prod(
     server: RunningServer, c: dict[str, httpx.Client], tenant: Tenant
 ) -> None:
     group = unique("churn")
-    version = register(c["scientist"], tenant, group, sklearn_model(), signature=SIGNATURE)
+    version = register(c["scientist"], tenant, group, light_model(), signature=SIGNATURE)
 
     # dev takes a pending version, from a scientist
     dev = _run(c["scientist"], tenant, group, version, "dev")
@@ -132,7 +133,7 @@ def test_a_new_version_replaces_the_old_and_a_failing_test_rolls_back(
     c: dict[str, httpx.Client], tenant: Tenant
 ) -> None:
     group = unique("swap")
-    first = register(c["scientist"], tenant, group, sklearn_model(1))
+    first = register(c["scientist"], tenant, group, light_model(1))
     approve(c["lead"], tenant, group, first)
     capture = {"enabled": True, "sampling_percent": 25}
     staged = _run(c["engineer"], tenant, group, first, "staging", data_capture=capture)
@@ -140,7 +141,7 @@ def test_a_new_version_replaces_the_old_and_a_failing_test_rolls_back(
     name = f"{group}-staging"
     serving = endpoint(c["viewer"], tenant, name)["current_config"]
 
-    second = register(c["scientist"], tenant, group, sklearn_model(2))
+    second = register(c["scientist"], tenant, group, light_model(2))
     approve(c["lead"], tenant, group, second)
     updated = _run(c["engineer"], tenant, group, second, "staging")
     assert updated["status"] == "Succeeded", updated
@@ -154,7 +155,7 @@ def test_a_new_version_replaces_the_old_and_a_failing_test_rolls_back(
 
     # an example the model rejects (two features, not three): the test fails, rolls back
     broken = register(
-        c["scientist"], tenant, group, sklearn_model(3), example={"features": [1.0, 2.0]}
+        c["scientist"], tenant, group, light_model(3), example={"features": [1.0, 2.0]}
     )
     approve(c["lead"], tenant, group, broken)
     failed = _run(c["engineer"], tenant, group, broken, "staging")
@@ -202,7 +203,7 @@ def test_the_cli_promotes_and_shows_endpoints(
     server: RunningServer, c: dict[str, httpx.Client], tenant: Tenant, tmp_path: Path
 ) -> None:
     group = unique("cli")
-    version = register(c["scientist"], tenant, group, sklearn_model())
+    version = register(c["scientist"], tenant, group, light_model())
     env = cli_env(tmp_path, SHIPYARD_URL=server.url, SHIPYARD_API_KEY=tenant.keys["scientist"])
     project = f"{tenant.team}/{tenant.project}"
     run = ok_json(
@@ -245,7 +246,7 @@ def test_the_sdk_deploys_predicts_through_the_gateway_and_reports_rollbacks(
     server: RunningServer, c: dict[str, httpx.Client], tenant: Tenant
 ) -> None:
     group = unique("sdk")
-    good = register(c["scientist"], tenant, group, sklearn_model())
+    good = register(c["scientist"], tenant, group, light_model())
     bad = register(c["scientist"], tenant, group, scripted_model(FAILS_TO_LOAD), flavor="custom")
     project = f"{tenant.team}/{tenant.project}"
     name = unique("sdk-dev-")

@@ -248,7 +248,9 @@ def test_sklearn_log_model_then_load_model_predicts_the_same(
     # By id, not ``mlflow.set_experiment``: that also exports MLFLOW_EXPERIMENT_ID into
     # os.environ, which would follow every later subprocess of the test session.
     with mlflow.start_run(experiment_id=project.experiment_id) as run:
-        info = mlflow.sklearn.log_model(model, name="model")
+        # Named requirements: else MLflow infers them by loading the model in a subprocess
+        # (seconds of CPU, and not what this test is about).
+        info = mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"])
     for uri in (info.model_uri, f"runs:/{run.info.run_id}/model"):
         loaded = mlflow.sklearn.load_model(uri)
         assert (loaded.predict(features) == model.predict(features)).all()
