@@ -195,6 +195,11 @@ def _record(i: int, features: list[Any], t0: datetime) -> dict[str, Any]:
 
 
 def shipyard_worker(directory: Path, files: int) -> dict[str, Any]:
+    # SciPy (the p-values) is imported on first use; the API process that runs monitors keeps it:
+    # imported here before the clock starts, as the Evidently worker imports Evidently.
+    import scipy.spatial.distance
+    import scipy.stats  # noqa: F401
+
     from shipyard.monitoring.drift import analyze
     from shipyard.monitoring.statistics import Constraints, baseline_from_file
 
