@@ -12,12 +12,21 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from shipyard.db.leases import takeable_first
 from shipyard.hosting.models import AsyncInvocation
 
 QUEUED, RUNNING, COMPLETED, FAILED = "Queued", "Running", "Completed", "Failed"
+
+
+def _takeable(now: datetime) -> ColumnElement[bool]:
+    """Queued, or running under a lapsed lease."""
+    return or_(
+        AsyncInvocation.status == QUEUED,
+        and_(AsyncInvocation.status == RUNNING, AsyncInvocation.lease_until < now),
+    )
 
 
 class AsyncRepository:
@@ -43,7 +52,7 @@ class AsyncRepository:
                 AsyncInvocation.endpoint_id.in_(list(endpoint_ids)),
                 or_(due, AsyncInvocation.status == RUNNING),
             )
-            .order_by(AsyncInvocation.created_at)
+            .order_by(takeable_first(_takeable(now)), AsyncInvocation.created_at)
             .limit(limit * 4)
         )
         return [(row[0], row[1]) for row in s.execute(query)]
@@ -52,10 +61,7 @@ class AsyncRepository:
         self, s: Session, row_id: str, owner: str, now: datetime, until: datetime, steal: str | None
     ) -> AsyncInvocation | None:
         """Take a queued request, a lapsed claim, or a claim of ``steal`` (a dead owner)."""
-        free = or_(
-            AsyncInvocation.status == QUEUED,
-            and_(AsyncInvocation.status == RUNNING, AsyncInvocation.lease_until < now),
-        )
+        free = _takeable(now)
         if steal is not None:
             free = or_(
                 free, and_(AsyncInvocation.status == RUNNING, AsyncInvocation.lease_owner == steal)

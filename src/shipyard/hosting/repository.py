@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from shipyard.db.leases import takeable_first
 from shipyard.hosting.models import (
     Endpoint,
     EndpointConfig,
@@ -94,10 +95,14 @@ class HostingRepository:
     def claimable(
         self, s: Session, now: datetime, limit: int
     ) -> list[tuple[str, str | None, bool]]:
-        """(id, lease owner, lease lapsed) of every endpoint: each is driven for as long as
-        it exists, so none is ever finished; the caller skips those held by live owners."""
+        """(id, lease owner, lease lapsed) of every endpoint, unheld ones first: each is driven
+        for as long as it exists, so none is ever finished; the caller skips those held by
+        live owners."""
         lapsed = or_(Endpoint.lease_until.is_(None), Endpoint.lease_until < now)
-        query = select(Endpoint.id, Endpoint.lease_owner, lapsed).order_by(Endpoint.created_at)
+        unheld = or_(lapsed, Endpoint.lease_owner.is_(None))
+        query = select(Endpoint.id, Endpoint.lease_owner, lapsed).order_by(
+            takeable_first(unheld), Endpoint.created_at
+        )
         return [(row[0], row[1], bool(row[2])) for row in s.execute(query.limit(limit))]
 
     def claim(

@@ -12,13 +12,18 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
 
+from shipyard.db.leases import takeable_first
 from shipyard.jobs.models import Job
 from shipyard.jobs.schemas import TERMINAL
 
 TERMINAL_STATUSES = tuple(sorted(status.value for status in TERMINAL))
+
+
+def _unheld(now: datetime) -> ColumnElement[bool]:
+    return or_(Job.lease_owner.is_(None), Job.lease_until < now)
 
 
 class JobRepository:
@@ -55,11 +60,12 @@ class JobRepository:
         return job
 
     def claimable(self, s: Session, now: datetime, limit: int) -> Sequence[tuple[str, str | None]]:
-        """(id, lease owner) of unfinished jobs nobody holds, or whose holder's lease lapsed."""
+        """(id, lease owner) of unfinished jobs: those nobody holds (or whose lease lapsed)
+        first, then held ones (the caller checks whether their owner is alive)."""
         query = (
             select(Job.id, Job.lease_owner)
             .where(Job.status.not_in(TERMINAL_STATUSES))
-            .order_by(Job.created_at)
+            .order_by(takeable_first(_unheld(now)), Job.created_at)
             .limit(limit)
         )
         return [(row[0], row[1]) for row in s.execute(query)]
@@ -75,7 +81,7 @@ class JobRepository:
         steal: str | None,
     ) -> bool:
         """Take the lease if it is free, lapsed, or held by ``steal`` (a dead owner)."""
-        free = or_(Job.lease_owner.is_(None), Job.lease_until < now)
+        free = _unheld(now)
         if steal is not None:
             free = or_(free, Job.lease_owner == steal)
         result = s.execute(

@@ -12,13 +12,22 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from shipyard.db.leases import takeable_first
 from shipyard.monitoring.models import Baseline, Execution, Schedule
 
 T = TypeVar("T", Baseline, Schedule, Execution)
 PENDING, RUNNING, COMPLETED, FAILED = "Pending", "Running", "Completed", "Failed"
+
+
+def _takeable(now: datetime) -> ColumnElement[bool]:
+    """Pending, or running under a lapsed lease."""
+    return or_(
+        Execution.status == PENDING,
+        and_(Execution.status == RUNNING, Execution.lease_until < now),
+    )
 
 
 class MonitoringRepository:
@@ -100,12 +109,12 @@ class MonitoringRepository:
         return s.scalars(query.order_by(Execution.created_at.desc()).limit(limit)).all()
 
     def runnable(self, s: Session, now: datetime, limit: int = 10) -> list[tuple[str, str | None]]:
-        """(id, lease owner) of pending and running executions: ``claim`` takes a running one
-        only if its lease lapsed or its owner is dead."""
+        """(id, lease owner) of pending and running executions, those ``claim`` can take
+        first: it takes a running one only if its lease lapsed or its owner is dead."""
         query = (
             select(Execution.id, Execution.lease_owner)
             .where(Execution.status.in_((PENDING, RUNNING)))
-            .order_by(Execution.created_at)
+            .order_by(takeable_first(_takeable(now)), Execution.created_at)
             .limit(limit)
         )
         return [(row[0], row[1]) for row in s.execute(query)]
@@ -119,10 +128,7 @@ class MonitoringRepository:
         until: datetime,
         steal: str | None,
     ) -> Execution | None:
-        free = or_(
-            Execution.status == PENDING,
-            and_(Execution.status == RUNNING, Execution.lease_until < now),
-        )
+        free = _takeable(now)
         if steal is not None:
             free = or_(free, and_(Execution.status == RUNNING, Execution.lease_owner == steal))
         result = s.execute(
