@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 from tests.conftest import Tenant, make_tenant
-from tests.support.jobs import base, job, logs, pack, submit, upload, wait_for
+from tests.support.jobs import TERMINAL, base, job, logs, pack, submit, upload, wait_for
 from tests.support.servers import RunningServer, start_server
 
 # A deterministic trainer: each epoch's update depends only on the epoch number and the
@@ -57,8 +57,8 @@ def _checkpoint_epoch(client: httpx.Client, tenant: Tenant, name: str) -> int:
 def _wait_checkpoint(client: httpx.Client, tenant: Tenant, name: str, epoch: int) -> None:
     deadline = time.monotonic() + 60
     while _checkpoint_epoch(client, tenant, name) < epoch:
-        if time.monotonic() > deadline:
-            state = job(client, tenant, name)
+        state = job(client, tenant, name)
+        if time.monotonic() > deadline or state["status"] in TERMINAL:
             raise AssertionError(
                 f"no checkpoint reached the store: {state['status']} ({state['reason']}), "
                 f"log: {logs(client, tenant, name)[-2000:]}"
