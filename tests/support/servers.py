@@ -35,12 +35,43 @@ def _die_with_parent() -> None:
 
 _handed_out: set[int] = set()
 
+# Ports are handed out in pairs (a server's gateway listens on its port + 1), from a range of
+# this worker's own below the kernel's ephemeral range: a port the kernel assigns (replicas,
+# fake peers, every outgoing connection) can then never land on a gateway's port between the
+# check here and the gateway's bind, and two xdist workers never pick the same one.
+_PAIRS_BASE, _PAIRS_SPAN, _WORKER_SLOTS = 12_000, 1_500, 13
+
+
+def _worker_range() -> range | None:
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    slot = int(worker) % _WORKER_SLOTS if worker.isdigit() else 0
+    start = _PAIRS_BASE + slot * _PAIRS_SPAN
+    if start + _PAIRS_SPAN > ephemeral_low:
+        return None
+    return range(start, start + _PAIRS_SPAN, 2)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
 
 def free_port() -> int:
-    """A port free now and never handed out before by this process: the kernel may offer the
-    same free port twice in a row, and a caller picking several at once (a Ray head takes
-    seven) needs them distinct."""
-    while True:
+    """A port free now (and its successor, for a gateway) that this process never handed out
+    before: a caller picking several at once (a Ray head takes seven) needs them distinct."""
+    for port in _worker_range() or ():
+        if port not in _handed_out and _bindable(port) and _bindable(port + 1):
+            _handed_out.add(port)
+            return port
+    while True:  # no private range on this machine: whatever the kernel offers
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
