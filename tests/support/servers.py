@@ -36,10 +36,11 @@ def _die_with_parent() -> None:
 _handed_out: set[int] = set()
 
 # Ports are handed out in pairs (a server's gateway listens on its port + 1), from a range of
-# this worker's own below the kernel's ephemeral range: a port the kernel assigns (replicas,
-# fake peers, every outgoing connection) can then never land on a gateway's port between the
-# check here and the gateway's bind, and two xdist workers never pick the same one.
-_PAIRS_BASE, _PAIRS_SPAN, _WORKER_SLOTS = 12_000, 1_500, 13
+# this worker's own below the kernel's ephemeral range (32768-60999 by default): a port the
+# kernel assigns (replicas, fake peers, every outgoing connection) can then never land on a
+# gateway's port between the check here and the gateway's bind, and two xdist workers never
+# pick the same one. Above 20000: Ray's workers take 10002-19999 by default.
+_PAIRS_BASE, _PAIRS_SPAN, _WORKER_SLOTS = 20_000, 980, 13
 
 
 def _worker_range() -> range | None:
