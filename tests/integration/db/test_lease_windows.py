@@ -49,8 +49,18 @@ def project(db: Database) -> tuple[str, str]:
         return team.id, found.id
 
 
-def _held(**lease: object) -> dict[str, object]:
-    return {"lease_owner": LIVE_OWNER, "lease_until": NOW + timedelta(hours=1), **lease}
+def _insert(db: Database, row: Schedule | Endpoint) -> str:
+    with db.transaction() as s:
+        s.add(row)
+        s.flush()
+        return row.id
+
+
+def _lease(held: bool, **running: object) -> dict[str, object]:
+    """The columns of a row a live owner holds (with ``running``'s values), or none."""
+    if not held:
+        return {}
+    return {"lease_owner": LIVE_OWNER, "lease_until": NOW + timedelta(hours=1), **running}
 
 
 def _age(n: int) -> datetime:
@@ -73,7 +83,6 @@ def test_a_new_job_is_claimable_behind_running_ones(db: Database, project: tuple
     team_id, project_id = project
 
     def job(s: Session, n: int, held: bool) -> Job:
-        lease = _held(status="Running") if held else {}
         return Job(
             project_id=project_id,
             team_id=team_id,
@@ -81,7 +90,7 @@ def test_a_new_job_is_claimable_behind_running_ones(db: Database, project: tuple
             kind="training",
             spec={},
             created_at=_age(n),
-            **lease,
+            **_lease(held, status="Running"),
         )
 
     free = _fill(db, job)
@@ -104,7 +113,7 @@ def test_a_new_endpoint_is_claimable_behind_driven_ones(
             environment="dev",
             config_name="c",
             created_at=_age(n),
-            **(_held() if held else {}),
+            **_lease(held),
         )
 
     free = _fill(db, endpoint)
@@ -117,19 +126,16 @@ def test_a_pending_execution_is_runnable_behind_running_ones(
     db: Database, project: tuple[str, str]
 ) -> None:
     team_id, project_id = project
-    with db.transaction() as s:
-        schedule = Schedule(
-            project_id=project_id,
-            team_id=team_id,
-            name="hourly",
-            endpoint_name="e",
-            kind="data_quality",
-            cron="0 * * * *",
-            window_s=3600,
-        )
-        s.add(schedule)
-        s.flush()
-        schedule_id = schedule.id
+    schedule = Schedule(
+        project_id=project_id,
+        team_id=team_id,
+        name="hourly",
+        endpoint_name="e",
+        kind="data_quality",
+        cron="0 * * * *",
+        window_s=3600,
+    )
+    schedule_id = _insert(db, schedule)
 
     def execution(s: Session, n: int, held: bool) -> Execution:
         return Execution(
@@ -139,7 +145,7 @@ def test_a_pending_execution_is_runnable_behind_running_ones(
             window_start=NOW,
             window_end=NOW,
             created_at=_age(n),
-            **(_held(status="Running") if held else {}),
+            **_lease(held, status="Running"),
         )
 
     free = _fill(db, execution)
@@ -152,13 +158,10 @@ def test_a_queued_invocation_is_claimable_behind_running_ones(
     db: Database, project: tuple[str, str]
 ) -> None:
     team_id, project_id = project
-    with db.transaction() as s:
-        endpoint = Endpoint(
-            project_id=project_id, team_id=team_id, name="e", environment="dev", config_name="c"
-        )
-        s.add(endpoint)
-        s.flush()
-        endpoint_id = endpoint.id
+    endpoint = Endpoint(
+        project_id=project_id, team_id=team_id, name="e", environment="dev", config_name="c"
+    )
+    endpoint_id = _insert(db, endpoint)
 
     def invocation(s: Session, n: int, held: bool) -> AsyncInvocation:
         return AsyncInvocation(
@@ -172,7 +175,7 @@ def test_a_queued_invocation_is_claimable_behind_running_ones(
             failure_path="fail",
             expires_at=NOW + timedelta(hours=6),
             created_at=_age(n),
-            **(_held(status="Running") if held else {}),
+            **_lease(held, status="Running"),
         )
 
     free = _fill(db, invocation)
