@@ -196,3 +196,6 @@ def test_throttling_answers_429_with_retry_after(
         time.sleep(1.1)
         with world.http("throttled", base_url=gateway.url) as http:
             assert http.post("/endpoints/throttled/invocations", content=BODY).status_code == 200
+            # names the gateway does not know make it read the DB: they spend tokens too
+            unknown = [http.post("/endpoints/nowhere/invocations", content=BODY) for _ in range(3)]
+        assert [r.status_code for r in unknown][-1] == 429

@@ -188,15 +188,15 @@ class GatewayApp:
             raise _too_large(request.length, self._max_body)
         body = await _read_body(receive, self._max_body)
         caller = await self._authenticate(request, scope, body)
+        wait = caller.bucket.take()  # before the lookup: unknown names are throttled too
+        if wait:
+            raise errors.throttled(wait)
         name = scope["path"][len(_PREFIX) : -len(suffix)]
         endpoint = await self.table.find(name)
         if endpoint is None:
             raise errors.endpoint_not_found(name)
         if not caller.may_invoke(endpoint.id, endpoint.team_id, endpoint.project_id):
             raise errors.access_denied(caller.principal.actor, name)
-        wait = caller.bucket.take()
-        if wait:
-            raise errors.throttled(wait)
         return body, caller, endpoint
 
     async def _authenticate(self, request: Request, scope: Scope, body: bytes) -> Caller:

@@ -14,7 +14,7 @@ service since the last poll, and a caller who saw ``InService`` expects to invok
 (as on SageMaker). ``RouteTable.find`` then wakes the poller and waits, briefly, for a read
 that began after the request arrived. Only authenticated callers get that far, and
 concurrent misses share the poller's next read, so unknown names cost at most one narrow
-query at a time.
+query at a time (and at most one every 50 ms); they are throttled like any request.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ log = logging.getLogger("shipyard.gateway")
 
 SERVED_STATUSES = frozenset({"InService", "Updating", "RollingBack"})
 MISS_WAIT_S = 2.0  # how long a request for an unknown name waits for a fresh read
+MIN_READ_GAP_S = 0.05  # reads asked for by misses come at most this often
 DOWN_FOR_S = 1.0  # a replica that refused or reset is skipped this long
 
 
@@ -315,6 +316,7 @@ class RoutePoller:
                 self._begun += 1
                 number = self._begun
             self._deliver(self._read_logged(), number)
+            self._stop.wait(MIN_READ_GAP_S)
 
     def _read_logged(self) -> tuple[list[RouteRow], set[str]] | None:
         """``read``, or None while the DB cannot be read (logged once per outage)."""
