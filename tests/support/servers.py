@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import signal
@@ -43,6 +44,7 @@ _handed_out: set[int] = set()
 _PAIRS_BASE, _PAIRS_SPAN, _WORKER_SLOTS = 20_000, 980, 13
 
 
+@functools.cache
 def _worker_range() -> range | None:
     try:
         ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])

@@ -28,6 +28,10 @@ from shipyard.hosting.models import (
 )
 
 
+def _unheld(now: datetime) -> ColumnElement[bool]:
+    return or_(Endpoint.lease_owner.is_(None), Endpoint.lease_until < now)
+
+
 class HostingRepository:
     # --- models and configs ----------------------------------------------------------------
 
@@ -99,9 +103,8 @@ class HostingRepository:
         for as long as it exists, so none is ever finished; the caller skips those held by
         live owners."""
         lapsed = or_(Endpoint.lease_until.is_(None), Endpoint.lease_until < now)
-        unheld = or_(lapsed, Endpoint.lease_owner.is_(None))
         query = select(Endpoint.id, Endpoint.lease_owner, lapsed).order_by(
-            takeable_first(unheld), Endpoint.created_at
+            takeable_first(_unheld(now)), Endpoint.created_at
         )
         return [(row[0], row[1], bool(row[2])) for row in s.execute(query.limit(limit))]
 
@@ -116,7 +119,7 @@ class HostingRepository:
         steal: str | None,
     ) -> bool:
         """Take the lease if it is free, lapsed, or held by ``steal`` (a dead owner)."""
-        free = or_(Endpoint.lease_owner.is_(None), Endpoint.lease_until < now)
+        free = _unheld(now)
         if steal is not None:
             free = or_(free, Endpoint.lease_owner == steal)
         result = s.execute(

@@ -129,7 +129,6 @@ class Gateway:
             async_inference=self.async_inference,
         )
         self._poller: RoutePoller | None = None
-        self._routes_poll_s = settings.gateway_routes_poll_s
         self._background = ThreadPoolExecutor(2, thread_name_prefix="gateway-bg")
         self._stop_flusher = threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, name="gateway-traffic")
@@ -150,7 +149,7 @@ class Gateway:
         def deliver(found: tuple[list[RouteRow], set[str]] | None, number: int) -> None:
             loop.call_soon_threadsafe(apply, found, number)
 
-        poller = RoutePoller(self.db, deliver, self._routes_poll_s)
+        poller = RoutePoller(self.db, deliver, self.settings.gateway_routes_poll_s)
         first = await loop.run_in_executor(self._background, poller.read)
         if first is not None:
             self.table.apply(*first)

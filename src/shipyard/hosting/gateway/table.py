@@ -125,6 +125,25 @@ class LiveEndpoint:
         return weighted[min(index, len(weighted) - 1)]
 
 
+class _Wakeup:
+    """Wakes every coroutine waiting on it, once per ``fire`` (on the event loop)."""
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] | None = None
+
+    def fire(self) -> None:
+        future, self._future = self._future, None
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    async def wait(self, timeout_s: float) -> None:
+        """Until the next ``fire`` or the timeout, whichever comes first."""
+        if self._future is None or self._future.done():
+            self._future = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._future), timeout_s)
+
+
 class RouteTable:
     """``endpoints`` is replaced whole on every change; readers never see it half-built."""
 
@@ -133,10 +152,10 @@ class RouteTable:
         self._by_id: dict[str, LiveEndpoint] = {}
         self._pools: dict[tuple[str, str, int], ReplicaPool] = {}
         self._stats = stats
-        self._changed: asyncio.Future[None] | None = None
+        self._changed = _Wakeup()
         self._request_read: Callable[[], int] | None = None
         self._reads_done = 0
-        self._read_done: asyncio.Future[None] | None = None
+        self._read = _Wakeup()
 
     def follow(self, request_read: Callable[[], int]) -> None:
         """Ask ``request_read`` for a fresh read on a miss; it returns the number that read
@@ -155,23 +174,16 @@ class RouteTable:
         self._by_id = by_id
         self.endpoints = {live.name: live for live in by_id.values()}
         self._close_unused_pools()
-        changed, self._changed = self._changed, None
-        if changed is not None and not changed.done():
-            changed.set_result(None)
+        self._changed.fire()
 
     async def wait_changed(self, timeout_s: float) -> None:
         """Until the next ``apply`` or the timeout, whichever comes first."""
-        if self._changed is None or self._changed.done():
-            self._changed = asyncio.get_running_loop().create_future()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._changed), timeout_s)
+        await self._changed.wait(timeout_s)
 
     def read_done(self, number: int) -> None:
         """On the event loop: the poller's read ``number`` ended (applied, or failed)."""
         self._reads_done = number
-        done, self._read_done = self._read_done, None
-        if done is not None and not done.done():
-            done.set_result(None)
+        self._read.fire()
 
     async def find(self, name: str, timeout_s: float = MISS_WAIT_S) -> LiveEndpoint | None:
         """The endpoint named ``name``; if the table lacks it, once more after a read of the
@@ -183,10 +195,7 @@ class RouteTable:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while self._reads_done < wanted and (remaining := deadline - loop.time()) > 0:
-            if self._read_done is None or self._read_done.done():
-                self._read_done = loop.create_future()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._read_done), remaining)
+            await self._read.wait(remaining)
         return self.endpoints.get(name)
 
     def live_ids(self) -> set[str]:
