@@ -106,8 +106,10 @@ class TrackingService:
 
     def ensure_experiment(self, s: Session, project_id: str, ref: str, actor: str) -> Experiment:
         """The experiment, created if missing. Two writers may both find it missing (two jobs
-        starting at once in a new project): the loser's insert fails on the unique name, in a
-        savepoint, and it takes the winner's row."""
+        starting at once in a new project), and the loser finds out one of two ways: its
+        insert fails on the unique name (in a savepoint), or the winner committed before
+        ``create_experiment`` looked again (``Conflict``). Either way it takes the winner's
+        row."""
         found = self._lookup(s, project_id, ref)
         if found is not None:
             return found
@@ -116,7 +118,7 @@ class TrackingService:
                 return self.create_experiment(
                     s, project_id, schemas.ExperimentCreate(name=ref), actor
                 )
-        except IntegrityError:
+        except (IntegrityError, Conflict):
             found = repo.experiment_by_name(s, project_id, ref)
             if found is None:
                 raise
